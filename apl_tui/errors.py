@@ -1,0 +1,50 @@
+"""One error hierarchy: every failure a user can cause is an `AplError` with a hint.
+
+The CLI and the TUI catch `AplError` at their boundary and show `message` and `hint` on one
+line each; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AplError(Exception):
+    """An error the user can act on: a one-line message and a hint."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AplError):
+    """A setting is missing, malformed or out of range."""
+
+
+class StoreError(AplError):
+    """The store cannot be opened, migrated, read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another process owns the database file read-write."""
+
+
+class ImportDataError(AplError):
+    """A prompt file cannot be imported; nothing from it was imported."""
+
+
+class ModelError(AplError):
+    """A model spec cannot be resolved or loaded."""
+
+
+class OracleError(AplError):
+    """An oracle cannot be built or cannot answer."""
+
+
+class Cancelled(AplError):
+    """A long operation stopped because its cancel event was set."""
+
+    def __init__(self, message: str = "cancelled", hint: str = "") -> None:
+        super().__init__(message, hint)

@@ -1,0 +1,156 @@
+"""Numbered schema migrations. Append new ones; never edit an applied one.
+
+A fresh store and an old store migrated forward end with the same columns (tested), because both
+run exactly this list in order.
+"""
+
+from __future__ import annotations
+
+# Metric columns keep TRL's names (quoted where they contain '/'), so a DPO run reads the same here.
+TRAIN_METRICS = (
+    "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+    "logps/chosen", "logps/rejected", "grad_norm", "learning_rate",
+)
+
+_METRIC_COLUMNS = ",\n    ".join(f'"{m}" DOUBLE' for m in TRAIN_METRICS)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "core tables", f"""
+CREATE SEQUENCE prompt_ids START 1;
+CREATE TABLE prompts (
+    id BIGINT PRIMARY KEY DEFAULT nextval('prompt_ids'),
+    text VARCHAR NOT NULL UNIQUE,
+    split VARCHAR NOT NULL CHECK (split IN ('train', 'test')),
+    source VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE SEQUENCE candidate_ids START 1;
+CREATE TABLE candidates (
+    id BIGINT PRIMARY KEY DEFAULT nextval('candidate_ids'),
+    prompt_id BIGINT NOT NULL,
+    completion_a VARCHAR NOT NULL,
+    completion_b VARCHAR NOT NULL,
+    eos_a BOOLEAN NOT NULL DEFAULT false,
+    eos_b BOOLEAN NOT NULL DEFAULT false,
+    tokens_a INTEGER,
+    tokens_b INTEGER,
+    adapter_version INTEGER NOT NULL,
+    temperature DOUBLE,
+    top_p DOUBLE,
+    max_new_tokens INTEGER,
+    entropy DOUBLE,
+    origin VARCHAR NOT NULL DEFAULT 'pool',
+    ref_logp_a DOUBLE,
+    ref_logp_b DOUBLE,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE scores (
+    candidate_id BIGINT NOT NULL,
+    adapter_version INTEGER NOT NULL,
+    acquisition VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    entropy DOUBLE,
+    reward_a DOUBLE,
+    reward_b DOUBLE,
+    p_a DOUBLE,
+    fallback VARCHAR,
+    scored_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE SEQUENCE label_ids START 1;
+CREATE TABLE labels (
+    id BIGINT PRIMARY KEY DEFAULT nextval('label_ids'),
+    candidate_id BIGINT NOT NULL,
+    outcome VARCHAR NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad', 'skip', 'undo')),
+    undoes BIGINT,
+    shown_left VARCHAR CHECK (shown_left IN ('a', 'b')),
+    source VARCHAR NOT NULL,
+    latency_ms INTEGER,
+    rationale VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE adapters (
+    version INTEGER PRIMARY KEY,
+    parent INTEGER,
+    labels_used INTEGER NOT NULL,
+    label_hash VARCHAR NOT NULL,
+    regime VARCHAR,
+    path VARCHAR NOT NULL,
+    config JSON,
+    metrics JSON,
+    manifest JSON,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE train_metrics (
+    adapter_version INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    {_METRIC_COLUMNS},
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+"""),
+    (2, "impressions, control arm, evaluations, preference views", """
+CREATE SEQUENCE impression_ids START 1;
+CREATE TABLE impressions (
+    id BIGINT PRIMARY KEY DEFAULT nextval('impression_ids'),
+    candidate_id BIGINT NOT NULL,
+    shown_left VARCHAR NOT NULL CHECK (shown_left IN ('a', 'b')),
+    control BOOLEAN NOT NULL DEFAULT false,
+    acquisition VARCHAR,
+    score DOUBLE,
+    rank BIGINT,
+    scored_by INTEGER,
+    source VARCHAR NOT NULL DEFAULT 'human',
+    shown_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+ALTER TABLE labels ADD COLUMN impression_id BIGINT;
+ALTER TABLE labels ADD COLUMN control BOOLEAN DEFAULT false;
+CREATE TABLE evals (
+    adapter_version INTEGER NOT NULL,
+    oracle VARCHAR NOT NULL,
+    settings_hash VARCHAR NOT NULL,
+    settings JSON,
+    n INTEGER NOT NULL,
+    wins INTEGER NOT NULL,
+    losses INTEGER NOT NULL,
+    ties INTEGER NOT NULL,
+    unparseable INTEGER NOT NULL,
+    win_rate DOUBLE,
+    stderr DOUBLE,
+    seconds DOUBLE,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE VIEW effective_labels AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT l.*, row_number() OVER (PARTITION BY l.candidate_id ORDER BY l.id DESC) AS rn
+    FROM labels l
+    WHERE l.outcome <> 'undo'
+      AND NOT EXISTS (SELECT 1 FROM labels u WHERE u.outcome = 'undo' AND u.undoes = l.id)
+) WHERE rn = 1;
+CREATE VIEW preferences AS
+SELECT
+    e.id AS label_id,
+    c.id AS pair_id,
+    p.id AS prompt_id,
+    p.text AS prompt,
+    CASE e.outcome WHEN 'b' THEN c.completion_b ELSE c.completion_a END AS chosen,
+    CASE e.outcome WHEN 'b' THEN c.completion_a ELSE c.completion_b END AS rejected,
+    c.completion_a,
+    c.completion_b,
+    e.outcome,
+    e.shown_left,
+    e.source,
+    e.created_at AS labeled_at,
+    e.latency_ms,
+    coalesce(e.control, false) AS control,
+    i.acquisition,
+    i.score,
+    coalesce(i.scored_by, c.adapter_version) AS adapter_version,
+    c.adapter_version AS generated_by
+FROM effective_labels e
+JOIN candidates c ON c.id = e.candidate_id
+JOIN prompts p ON p.id = c.prompt_id
+LEFT JOIN impressions i ON i.id = e.impression_id
+WHERE e.outcome <> 'skip';
+"""),
+]
+
+LATEST = MIGRATIONS[-1][0]

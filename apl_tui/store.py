@@ -1,0 +1,476 @@
+"""The store: one DuckDB file plus adapters, caches and a snapshot under one folder.
+
+All SQL of the project lives here and in `migrations.py`; values are bound with `?`.
+One process owns the file read-write; each thread gets its own cursor (DuckDB's rule for
+threads), so the UI thread can commit a label while a worker bulk-inserts scores.
+
+Layout of a store folder::
+
+    apl.duckdb      the database (tables: prompts, candidates, scores, labels, impressions,
+                    adapters, train_metrics, evals; views: effective_labels, preferences)
+    config.toml     the settings (see examples/config.toml)
+    adapters/vN/    LoRA adapter version N (peft safetensors + manifest.json)
+    cache/          converted models and tokenizers
+    snapshot/       Parquet copies of every table, kept fresh by the running app for other processes
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from apl_tui import migrations
+from apl_tui.config import AplConfig
+from apl_tui.errors import StoreError, StoreLockedError
+from apl_tui.records import NewCandidate, ScoreRow, ShownPair
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "apl.duckdb"
+_SHOWN_COLUMNS = """
+    c.id, c.prompt_id, p.text, c.completion_a, c.completion_b,
+    s.acquisition, s.score, s.entropy, s.reward_a, s.reward_b, s.p_a, s.fallback, s.adapter_version,
+    (SELECT count(*) FROM labels l WHERE l.outcome <> 'undo' AND l.created_at > s.scored_at)
+"""
+
+
+def _is_lock_error(e: Exception) -> bool:
+    text = str(e)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+class Store:
+    """A store folder and its open database.
+
+    >>> store = Store.create(Path("store"))       # doctest: +SKIP
+    >>> store.add_prompts(["Once upon"], split="train", source="x.txt")
+    (1, 0)
+    """
+
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+        import duckdb
+
+        self.root = Path(root)
+        self.read_only = read_only
+        db = self.root / DB_NAME
+        if not db.exists():
+            raise StoreError(f"no store at {self.root}", hint="create one with `apl init` (or pass --store DIR)")
+        try:
+            self._con = duckdb.connect(str(db), read_only=read_only)
+        except duckdb.Error as e:
+            if _is_lock_error(e):
+                raise StoreLockedError(f"{db} is in use by another apl process",
+                                       hint="read-only commands use its snapshot; otherwise close the other app") from e
+            raise StoreError(f"cannot open {db}: {str(e).splitlines()[0]}",
+                             hint="is this an apl store folder?") from e
+        self._local = threading.local()
+        self._migrate()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: Path, config: AplConfig | None = None) -> Store:
+        """Create the folder, database and config file; reuse what exists."""
+        import duckdb
+
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("adapters", "cache", "snapshot"):
+            (root / sub).mkdir(exist_ok=True)
+        if not (root / "config.toml").exists():
+            (config or AplConfig()).dump(root / "config.toml")
+        if not (root / DB_NAME).exists():
+            duckdb.connect(str(root / DB_NAME)).close()
+        return cls(root)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.root / "adapters"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.root / "snapshot"
+
+    def load_config(self) -> AplConfig:
+        """The store's settings (defaults where the file says nothing)."""
+        return AplConfig.load(self.config_path)
+
+    def close(self) -> None:
+        """Close the database; cursors of other threads become unusable."""
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cursor(self) -> Any:
+        """This thread's cursor (DuckDB wants one per thread)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cur = cur
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor inside BEGIN … COMMIT; any error rolls everything back."""
+        cur = self.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        cur = self.cursor()
+        exists = cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        current = cur.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] if exists else 0
+        current = current or 0
+        if current > migrations.LATEST:
+            raise StoreError(
+                f"{self.db_path} has schema v{current}, newer than this apl-tui knows (v{migrations.LATEST})",
+                hint="upgrade apl-tui (pip install -U apl-tui) to open this store")
+        if current == migrations.LATEST:
+            return
+        if self.read_only:
+            raise StoreError(f"{self.db_path} needs a schema upgrade (v{current} → v{migrations.LATEST})",
+                             hint="run any writing command (e.g. `apl stats`) once while no app is open")
+        for version, name, sql in migrations.MIGRATIONS:
+            if version <= current:
+                continue
+            with self.transaction() as tx:
+                if version == 1:
+                    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                               "version INTEGER PRIMARY KEY, name VARCHAR, "
+                               "applied_at TIMESTAMP DEFAULT current_timestamp)")
+                tx.execute(sql)
+                tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            logger.info("migrated %s to schema v%d (%s)", self.db_path, version, name)
+
+    def schema_version(self) -> int:
+        return int(self.cursor().execute("SELECT max(version) FROM schema_migrations").fetchone()[0])
+
+    # ---- prompts ---------------------------------------------------------------------------
+
+    def add_prompts(self, texts: Sequence[str], *, split: str, source: str) -> tuple[int, int]:
+        """Insert new prompts in one transaction; returns (added, skipped as duplicates)."""
+        if split not in ("train", "test"):
+            raise StoreError(f"unknown split {split!r}", hint="use train or test")
+        seen: set[str] = set()
+        unique = [t for t in texts if not (t in seen or seen.add(t))]
+        with self.transaction() as cur:
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (text VARCHAR, pos BIGINT)")
+            cur.execute("DELETE FROM incoming")
+            if unique:
+                cur.executemany("INSERT INTO incoming VALUES (?, ?)", [(t, i) for i, t in enumerate(unique)])
+            added = cur.execute(
+                "INSERT INTO prompts (text, split, source) "
+                "SELECT i.text, ?, ? FROM incoming i WHERE NOT EXISTS "
+                "(SELECT 1 FROM prompts p WHERE p.text = i.text) ORDER BY i.pos",
+                [split, source]).fetchone()[0]
+            cur.execute("DELETE FROM incoming")
+        return int(added), len(texts) - int(added)
+
+    def prompt_counts(self) -> dict[str, int]:
+        rows = self.cursor().execute("SELECT split, count(*) FROM prompts GROUP BY 1").fetchall()
+        return {split: int(n) for split, n in rows}
+
+    def prompts_by_id(self, ids: Sequence[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        rows = self.cursor().execute("SELECT id, text FROM prompts WHERE id IN (SELECT unnest(?))",
+                                     [list(ids)]).fetchall()
+        return {int(i): t for i, t in rows}
+
+    def sample_prompts(self, n: int, *, split: str = "train", seed: int = 0,
+                       exclude_used: bool = True) -> list[tuple[int, str]]:
+        """Up to n random prompts of a split; by default none that already has a candidate."""
+        used = ("AND NOT EXISTS (SELECT 1 FROM candidates c WHERE c.prompt_id = p.id)"
+                if exclude_used else "")
+        rows = self.cursor().execute(
+            f"SELECT p.id, p.text FROM prompts p WHERE p.split = ? {used} ORDER BY hash(p.id + ?) LIMIT ?",
+            [split, seed, n]).fetchall()
+        return [(int(i), t) for i, t in rows]
+
+    def test_prompts(self, limit: int | None = None) -> list[tuple[int, str]]:
+        rows = self.cursor().execute("SELECT id, text FROM prompts WHERE split = 'test' ORDER BY id LIMIT ?",
+                                     [limit if limit is not None else 2**62]).fetchall()
+        return [(int(i), t) for i, t in rows]
+
+    # ---- candidates and scores -------------------------------------------------------------
+
+    def add_candidates(self, rows: Sequence[NewCandidate],
+                       ref_logps: Sequence[tuple[float, float]] | None = None) -> list[int]:
+        """Insert generated pairs (optionally with their reference log-probs) in one transaction."""
+        if not rows:
+            return []
+        refs = list(ref_logps) if ref_logps is not None else [(None, None)] * len(rows)
+        with self.transaction() as cur:
+            ids = [r[0] for r in cur.execute("SELECT nextval('candidate_ids') FROM range(?)",
+                                             [len(rows)]).fetchall()]
+            cur.executemany(
+                "INSERT INTO candidates (id, prompt_id, completion_a, completion_b, eos_a, eos_b, tokens_a, "
+                "tokens_b, adapter_version, temperature, top_p, max_new_tokens, entropy, origin, "
+                "ref_logp_a, ref_logp_b) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i, r.prompt_id, r.completion_a, r.completion_b, r.eos_a, r.eos_b, r.tokens_a, r.tokens_b,
+                  r.adapter_version, r.temperature, r.top_p, r.max_new_tokens, r.entropy, r.origin, ra, rb)
+                 for i, r, (ra, rb) in zip(ids, rows, refs)])
+        return [int(i) for i in ids]
+
+    def candidates(self, ids: Sequence[int] | None = None, *, unlabeled_only: bool = False,
+                   missing_reference: bool = False) -> list[dict[str, Any]]:
+        """Candidate rows with their prompt text, as dicts."""
+        where = ["p.split = 'train'"]
+        params: list[Any] = []
+        if ids is not None:
+            where.append("c.id IN (SELECT unnest(?))")
+            params.append(list(ids))
+        if unlabeled_only:
+            where.append("c.id NOT IN (SELECT candidate_id FROM effective_labels)")
+        if missing_reference:
+            where.append("c.ref_logp_a IS NULL")
+        cur = self.cursor().execute(
+            "SELECT c.*, p.text AS prompt FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
+            f"WHERE {' AND '.join(where)} ORDER BY c.id", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def set_reference_logps(self, values: Sequence[tuple[int, float, float]]) -> None:
+        """Cache reference log-probs (id, logp_a, logp_b); they never change for a fixed base model."""
+        with self.transaction() as cur:
+            cur.executemany("UPDATE candidates SET ref_logp_a = ?, ref_logp_b = ? WHERE id = ?",
+                            [(a, b, i) for i, a, b in values])
+
+    def add_scores(self, rows: Sequence[ScoreRow]) -> None:
+        """Append one chunk of scores as one transaction."""
+        if not rows:
+            return
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO scores (candidate_id, adapter_version, acquisition, score, entropy, reward_a, "
+                "reward_b, p_a, fallback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.candidate_id, r.adapter_version, r.acquisition, r.score, r.entropy, r.reward_a,
+                  r.reward_b, r.p_a, r.fallback) for r in rows])
+
+    def pool_size(self) -> int:
+        """Unlabeled train candidates."""
+        return int(self.cursor().execute(
+            "SELECT count(*) FROM candidates c JOIN prompts p ON p.id = c.prompt_id WHERE p.split = 'train' "
+            "AND c.id NOT IN (SELECT candidate_id FROM effective_labels)").fetchone()[0])
+
+    def unscored_ids(self, adapter_version: int, acquisition: str) -> list[int]:
+        """Unlabeled candidates that have no score by this adapter and function yet."""
+        rows = self.cursor().execute(
+            "SELECT c.id FROM candidates c JOIN prompts p ON p.id = c.prompt_id WHERE p.split = 'train' "
+            "AND c.id NOT IN (SELECT candidate_id FROM effective_labels) AND NOT EXISTS (SELECT 1 FROM scores s "
+            "WHERE s.candidate_id = c.id AND s.adapter_version = ? AND s.acquisition = ?) ORDER BY c.id",
+            [adapter_version, acquisition]).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # ---- the queue -------------------------------------------------------------------------
+
+    def _latest_scores_sql(self) -> str:
+        # The freshest score of each candidate: newest adapter first, then newest time. A fresher
+        # adapter's scores always outrank stale ones, so a partial rescore is used at once.
+        return ("SELECT * EXCLUDE (rn) FROM (SELECT s.*, row_number() OVER (PARTITION BY s.candidate_id "
+                "ORDER BY s.adapter_version DESC, s.scored_at DESC) AS rn FROM scores s WHERE s.acquisition = ? "
+                "OR ? IS NULL) WHERE rn = 1")
+
+    def _unlabeled_filter(self, exclude_labeled_prompts: bool) -> str:
+        clause = "c.id NOT IN (SELECT candidate_id FROM effective_labels)"
+        if exclude_labeled_prompts:
+            clause += (" AND c.prompt_id NOT IN (SELECT c2.prompt_id FROM effective_labels e "
+                       "JOIN candidates c2 ON c2.id = e.candidate_id)")
+        return clause
+
+    def best_unlabeled(self, acquisition: str | None = None, *, exclude_labeled_prompts: bool = True,
+                       exclude: Iterable[int] = ()) -> dict[str, Any] | None:
+        """The best unlabeled candidate by its freshest score, with rank and staleness."""
+        sql = (
+            f"WITH s AS ({self._latest_scores_sql()}) "
+            f"SELECT {_SHOWN_COLUMNS} FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
+            f"LEFT JOIN s ON s.candidate_id = c.id "
+            f"WHERE p.split = 'train' AND {self._unlabeled_filter(exclude_labeled_prompts)} "
+            f"AND c.id NOT IN (SELECT unnest(?)) "
+            f"ORDER BY s.adapter_version DESC NULLS LAST, s.score DESC NULLS LAST, c.id LIMIT 1")
+        row = self.cursor().execute(sql, [acquisition, acquisition, list(exclude)]).fetchone()
+        return self._shown_dict(row, rank=1) if row else None
+
+    def random_unlabeled(self, seed: int, *, exclude_labeled_prompts: bool = True) -> dict[str, Any] | None:
+        """A uniformly random unlabeled candidate (the control arm), with its freshest score if any."""
+        ids = [r[0] for r in self.cursor().execute(
+            f"SELECT c.id FROM candidates c JOIN prompts p ON p.id = c.prompt_id WHERE p.split = 'train' "
+            f"AND {self._unlabeled_filter(exclude_labeled_prompts)} ORDER BY c.id").fetchall()]
+        if not ids:
+            return None
+        chosen = random.Random(seed).choice(ids)
+        sql = (f"WITH s AS ({self._latest_scores_sql()}) SELECT {_SHOWN_COLUMNS} FROM candidates c "
+               f"JOIN prompts p ON p.id = c.prompt_id LEFT JOIN s ON s.candidate_id = c.id WHERE c.id = ?")
+        row = self.cursor().execute(sql, [None, None, chosen]).fetchone()
+        return self._shown_dict(row, rank=None)
+
+    @staticmethod
+    def _shown_dict(row: Sequence[Any], rank: int | None) -> dict[str, Any]:
+        keys = ("candidate_id", "prompt_id", "prompt", "completion_a", "completion_b", "acquisition", "score",
+                "entropy", "reward_a", "reward_b", "p_a", "fallback", "scored_by", "labels_since_scored")
+        d = dict(zip(keys, row))
+        d["rank"] = rank
+        if d["scored_by"] is None:
+            d["labels_since_scored"] = None
+        return d
+
+    def record_impression(self, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
+        """Log that a pair was put in front of a labeler; returns the impression id."""
+        row = self.cursor().execute(
+            "INSERT INTO impressions (candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
+            "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [shown["candidate_id"], left, control, shown["acquisition"], shown["score"], shown["rank"],
+             shown["scored_by"], source]).fetchone()
+        return int(row[0])
+
+    def pending_impression(self, source: str = "human") -> ShownPair | None:
+        """The pair last shown to this source, if it is still unlabeled (resume after a quit or crash)."""
+        row = self.cursor().execute(
+            "SELECT i.id, i.candidate_id, i.shown_left, i.control, i.rank FROM impressions i "
+            "WHERE i.source = ? ORDER BY i.id DESC LIMIT 1", [source]).fetchone()
+        if row is None:
+            return None
+        imp_id, cand, left, control, rank = row
+        if self.cursor().execute("SELECT count(*) FROM effective_labels WHERE candidate_id = ?",
+                                 [cand]).fetchone()[0]:
+            return None
+        sql = (f"WITH s AS ({self._latest_scores_sql()}) SELECT {_SHOWN_COLUMNS} FROM candidates c "
+               f"JOIN prompts p ON p.id = c.prompt_id LEFT JOIN s ON s.candidate_id = c.id WHERE c.id = ?")
+        shown = self._shown_dict(self.cursor().execute(sql, [None, None, cand]).fetchone(), rank)
+        return shown_pair(shown, left=left, control=bool(control), impression_id=int(imp_id))
+
+    # ---- labels ----------------------------------------------------------------------------
+
+    def record_label(self, candidate_id: int, outcome: str, *, source: str, shown_left: str | None = None,
+                     latency_ms: int | None = None, impression_id: int | None = None, control: bool = False,
+                     rationale: str | None = None) -> int:
+        """Append a label event and commit it before returning (nothing is lost on a crash)."""
+        row = self.cursor().execute(
+            "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, "
+            "rationale) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, rationale]).fetchone()
+        return int(row[0])
+
+    def undo_last(self, source: str = "human") -> int | None:
+        """Undo this source's newest still-effective label (any depth); returns its candidate id."""
+        with self.transaction() as cur:
+            row = cur.execute(
+                "SELECT l.id, l.candidate_id FROM labels l WHERE l.source = ? AND l.outcome <> 'undo' "
+                "AND NOT EXISTS (SELECT 1 FROM labels u WHERE u.outcome = 'undo' AND u.undoes = l.id) "
+                "ORDER BY l.id DESC LIMIT 1", [source]).fetchone()
+            if row is None:
+                return None
+            cur.execute("INSERT INTO labels (candidate_id, outcome, undoes, source) VALUES (?, 'undo', ?, ?)",
+                        [row[1], row[0], source])
+        return int(row[1])
+
+    def label_counts(self) -> dict[str, int]:
+        """Effective labels by outcome."""
+        rows = self.cursor().execute("SELECT outcome, count(*) FROM effective_labels GROUP BY 1").fetchall()
+        return {o: int(n) for o, n in rows}
+
+    def label_events(self) -> int:
+        """All label events except undos: the clock that rounds and staleness count in."""
+        return int(self.cursor().execute("SELECT count(*) FROM labels WHERE outcome <> 'undo'").fetchone()[0])
+
+    def training_pairs(self) -> list[dict[str, Any]]:
+        """Effective a/b labels with texts and cached reference log-probs, oldest first."""
+        cur = self.cursor().execute(
+            "SELECT e.id AS label_id, c.id AS candidate_id, p.text AS prompt, c.completion_a, c.completion_b, "
+            "c.eos_a, c.eos_b, c.ref_logp_a, c.ref_logp_b, e.outcome FROM effective_labels e "
+            "JOIN candidates c ON c.id = e.candidate_id JOIN prompts p ON p.id = c.prompt_id "
+            "WHERE e.outcome IN ('a', 'b') ORDER BY e.id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # ---- adapters, metrics, evaluations ----------------------------------------------------
+
+    def latest_adapter(self) -> dict[str, Any] | None:
+        cur = self.cursor().execute("SELECT * FROM adapters ORDER BY version DESC LIMIT 1")
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def adapter(self, version: int) -> dict[str, Any] | None:
+        cur = self.cursor().execute("SELECT * FROM adapters WHERE version = ?", [version])
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def next_adapter_version(self) -> int:
+        return int(self.cursor().execute("SELECT coalesce(max(version), 0) + 1 FROM adapters").fetchone()[0])
+
+    def add_adapter(self, *, version: int, parent: int | None, labels_used: int, label_hash: str, regime: str,
+                    path: str, config: dict[str, Any], metrics: dict[str, float], manifest: dict[str, Any],
+                    steps: Sequence[dict[str, float]]) -> None:
+        """Record a finished round: the adapter row and its per-step metrics, atomically."""
+        cols = ", ".join(f'"{m}"' for m in migrations.TRAIN_METRICS)
+        marks = ", ".join("?" for _ in migrations.TRAIN_METRICS)
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO adapters (version, parent, labels_used, label_hash, regime, path, config, metrics, "
+                "manifest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [version, parent, labels_used, label_hash, regime, path, json.dumps(config), json.dumps(metrics),
+                 json.dumps(manifest)])
+            if steps:
+                cur.executemany(
+                    f"INSERT INTO train_metrics (adapter_version, step, {cols}) VALUES (?, ?, {marks})",
+                    [[version, i + 1] + [s.get(m) for m in migrations.TRAIN_METRICS] for i, s in enumerate(steps)])
+
+    def add_eval(self, row: dict[str, Any]) -> None:
+        keys = ("adapter_version", "oracle", "settings_hash", "settings", "n", "wins", "losses", "ties",
+                "unparseable", "win_rate", "stderr", "seconds")
+        self.cursor().execute(f"INSERT INTO evals ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
+                              [row.get(k) for k in keys])
+
+    def find_eval(self, adapter_version: int, oracle: str, settings_hash: str) -> dict[str, Any] | None:
+        cur = self.cursor().execute(
+            "SELECT * FROM evals WHERE adapter_version = ? AND oracle = ? AND settings_hash = ? "
+            "ORDER BY created_at DESC LIMIT 1", [adapter_version, oracle, settings_hash])
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one statement; returns column names and rows (the shells' SQL screens use this)."""
+        cur = self.cursor().execute(sql, list(params))
+        if cur.description is None:
+            return [], []
+        return [d[0] for d in cur.description], cur.fetchall()
+
+
+def shown_pair(shown: dict[str, Any], *, left: str, control: bool, impression_id: int) -> ShownPair:
+    """Build the record a labeler sees from a queue row."""
+    return ShownPair(
+        candidate_id=int(shown["candidate_id"]), prompt_id=int(shown["prompt_id"]), prompt=shown["prompt"],
+        completion_a=shown["completion_a"], completion_b=shown["completion_b"], left=left, control=control,
+        acquisition=shown["acquisition"], score=shown["score"], rank=shown["rank"], entropy=shown["entropy"],
+        reward_a=shown["reward_a"], reward_b=shown["reward_b"], p_a=shown["p_a"], fallback=shown["fallback"],
+        scored_by=shown["scored_by"], labels_since_scored=shown["labels_since_scored"],
+        impression_id=impression_id)
