@@ -1,0 +1,88 @@
+"""Shared pieces of the CLI: the Typer app, the --store option, the error boundary."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from apl_tui.errors import AplError
+
+app = typer.Typer(
+    name="apl",
+    help="Active preference learning for language models: label pairs in the terminal while DPO trains.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Diagnostics go to stderr, data to stdout, so `apl export > f` and `apl sql ... | head` work.
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", envvar="APL_STORE", help="store folder",
+                                        show_default=True)]
+DEFAULT_STORE = Path("store")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, hint: str = "") -> typer.Exit:
+    """Print a one-line error (and hint) to stderr; return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint:[/] {hint}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def friendly(fn: F) -> F:
+    """The error boundary: an AplError becomes one line and exit 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+        try:
+            return fn(*args, **kwargs)
+        except AplError as e:
+            raise fail(e.message, e.hint) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", "rerun the same command to continue where it stopped") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def cancel_on_ctrl_c() -> Iterator[threading.Event]:
+    """An Event set by the first Ctrl-C, so long work stops between steps and leaves the store whole.
+
+    A second Ctrl-C interrupts at once (the store is still safe: every write is a transaction).
+    """
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        cancel.set()
+        err.print("[yellow]stopping after the current step… (Ctrl-C again to stop now)[/]")
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)

