@@ -211,7 +211,7 @@ class OpenAIOracle:
     def judge(self, prompt: str, a: str, b: str) -> Verdict:
         """Forced choice with randomised order; an answer without `Answer: A|B` is unparseable."""
         with self._lock:
-            swapped = False
+            swapped = self._rng.random() < 0.5
         first, second = (b, a) if swapped else (a, b)
         text = self._complete(self._messages(prompt, first, second))
         letter = parse_answer(text)

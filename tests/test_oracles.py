@@ -138,7 +138,7 @@ def fake() -> Iterator[Callable[[list[str]], FakeServer]]:
         state = FakeServer(script)
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
         httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
         started.append(httpd)
         state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
         return state
@@ -170,14 +170,14 @@ def test_openai_maps_randomised_order_back(fake: Callable[[list[str]], FakeServe
     server = fake(["slot"])
     oracle = _openai(server)
     assert oracle.name == "openai:judge-1"
-    for i in range(16):
-        a, b = (GOOD, BAD) if i % 2 else (BAD, GOOD)
-        verdict = oracle.judge("The movie was", a, b)
-        assert verdict.outcome == ("a" if a == GOOD else "b"), verdict
-    slots = [json.loads(str(r["body"]))["messages"][-1]["content"] for r in server.requests]
-    swapped = [s.index(GOOD) < s.index(BAD) for s in slots]
-    # Both orders were shown, whatever the caller's order was: the coin is really flipped.
-    assert len(set(swapped)) == 2
+    for a, b, expected in ((GOOD, BAD, "a"), (BAD, GOOD, "b")):
+        server.requests.clear()
+        for _ in range(16):
+            verdict = oracle.judge("The movie was", a, b)
+            assert verdict.outcome == expected, verdict
+        slots = [json.loads(str(r["body"]))["messages"][-1]["content"] for r in server.requests]
+        # The caller's order is fixed, yet the judge saw both orders: the coin is really flipped.
+        assert len({s.index(GOOD) < s.index(BAD) for s in slots}) == 2
     assert {r["path"] for r in server.requests} == {"/v1/chat/completions"}
     assert json.loads(str(server.requests[0]["body"]))["model"] == "judge-1"
 
