@@ -19,6 +19,8 @@ class Pair:
     chosen: str
     rejected: str
     candidate_id: int = 0
+    chosen_eos: bool = False
+    rejected_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,172 @@
+"""Batch mode: the loop with an automatic oracle, and win-rate evaluation.
+
+Everything resumable reads its position from the store: how many labels this oracle has given,
+whether a round is due, which evaluations exist. Rerunning an interrupted command continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from apl_tui.engine import Engine
+from apl_tui.errors import AplError, Cancelled
+from apl_tui.events import EvalFinished, ProgressSink, StepProgressed, ignore
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def verdict_outcome(shown: Any, verdict: Any) -> str:
+    """Map an oracle verdict about (left, right) to the candidate's a/b; unparseable → skip."""
+    if verdict.outcome == "a":
+        return shown.outcome_for_side("left")
+    if verdict.outcome == "b":
+        return shown.outcome_for_side("right")
+    if verdict.outcome == "tie":
+        return "tie"
+    return "skip"
+
+
+def oracle_labels(engine: Engine, source: str) -> int:
+    """Label events by this source that still count (undone ones do not)."""
+    return int(engine.store.cursor().execute(
+        "SELECT count(*) FROM effective_labels WHERE source = ?", [source]).fetchone()[0])
+
+
+def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = ignore,
+             cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Acquire, label with the oracle and train until `budget` labels exist for this oracle.
+
+    Each round acquires until the next round is due (warm-up first, then round_size labels),
+    labels them one by one (each committed), then trains. The last round trains on everything.
+    """
+    source = oracle.name
+    t0 = time.perf_counter()
+    rounds = 0
+    while True:
+        _check(cancel)
+        done = oracle_labels(engine, source)
+        due, since, need = engine.round_due()
+        if due:
+            if engine.train(sink, cancel):
+                rounds += 1
+            continue
+        if done >= budget:
+            break
+        batch = min(need - since, budget - done)
+        engine.refill(sink, cancel, target=max(engine.pool_target(), batch))
+        engine.score(sink, cancel)
+        for i in range(batch):
+            _check(cancel)
+            shown = engine.next_pair(source)
+            if shown is None:
+                raise AplError("the pool ran dry: no unlabeled pairs left",
+                               hint="import more prompts (apl import) or allow relabeling prompts")
+            verdict = oracle.judge(shown.prompt, shown.left_text, shown.right_text)
+            engine.record_label(shown, verdict_outcome(shown, verdict), source=source,
+                                rationale=verdict.rationale, sink=sink)
+            sink(StepProgressed("labeling", done + i + 1, budget))
+    # A final round on the last labels, so the budget's adapter exists.
+    _, since, _ = engine.round_due()
+    if since > 0 and engine.store.training_pairs():
+        if engine.train(sink, cancel):
+            rounds += 1
+    return {"labels": oracle_labels(engine, source), "rounds": rounds, "seconds": time.perf_counter() - t0}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What makes two evaluations comparable (and cacheable)."""
+
+    temperature: float
+    max_new_tokens: int
+    prompts: int
+    seed: int
+
+    def digest(self, prompt_ids: list[int]) -> str:
+        raw = json.dumps({**self.__dict__, "ids": prompt_ids}, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None, prompts: int | None = None,
+             sink: ProgressSink = ignore, cancel: threading.Event | None = None,
+             seed: int = 0) -> dict[str, Any]:
+    """Win-rate of an adapter against the reference on the test split, judged blind by the oracle."""
+    store, cfg = engine.store, engine.config
+    latest = store.latest_adapter()
+    version = adapter_version if adapter_version is not None else (latest["version"] if latest else None)
+    if version is None:
+        raise AplError("no adapter to evaluate yet", hint="train a round first (apl train or apl run)")
+    info = store.adapter(version)
+    if info is None:
+        raise AplError(f"no adapter v{version}", hint="see `apl stats` for the versions that exist")
+    tests = store.test_prompts(prompts)
+    if not tests:
+        raise AplError("no test prompts", hint="apl import FILE --split test")
+    settings = EvalSettings(cfg.generation.eval_temperature, cfg.generation.max_new_tokens, len(tests), seed)
+    digest = settings.digest([i for i, _ in tests])
+    cached = store.find_eval(version, oracle.name, digest)
+    if cached is not None:
+        return cached | {"cached": True}
+    t0 = time.perf_counter()
+    with engine.heavy_lock:
+        policy = engine.load_policy(sink)
+        previous = policy.adapter_version
+        policy.load_adapter(store.root / info["path"], version)
+        try:
+            wins = losses = ties = bad = 0
+            rng = random.Random(seed)
+            bs = cfg.generation.batch_size
+            for start in range(0, len(tests), bs):
+                _check(cancel)
+                chunk = [t for _, t in tests[start:start + bs]]
+                kw = dict(n=1, temperature=settings.temperature, top_p=1.0, min_new_tokens=0,
+                          max_new_tokens=settings.max_new_tokens, seed=seed + start, batch_size=bs)
+                mine = policy.generate(chunk, adapter=True, **kw)
+                ref = policy.generate(chunk, adapter=False, **kw)
+                for prompt, m, r in zip(chunk, mine, ref):
+                    flip = rng.random() < 0.5  # blind: the oracle never knows which side is the policy
+                    v = oracle.judge(prompt, r[0].text, m[0].text) if flip else oracle.judge(prompt, m[0].text,
+                                                                                             r[0].text)
+                    won = {"a": not flip, "b": flip}.get(v.outcome)
+                    if v.outcome == "tie":
+                        ties += 1
+                    elif won is None:
+                        bad += 1
+                    elif won:
+                        wins += 1
+                    else:
+                        losses += 1
+                sink(StepProgressed("evaluating", min(start + bs, len(tests)), len(tests)))
+        finally:
+            _restore_adapter(engine, policy, previous)
+    decided = wins + losses
+    rate = wins / decided if decided else None
+    stderr = math.sqrt(rate * (1 - rate) / decided) if decided else None
+    row = {"adapter_version": version, "oracle": oracle.name, "settings_hash": digest,
+           "settings": json.dumps(settings.__dict__), "n": len(tests), "wins": wins, "losses": losses,
+           "ties": ties, "unparseable": bad, "win_rate": rate, "stderr": stderr,
+           "seconds": time.perf_counter() - t0}
+    store.add_eval(row)
+    if rate is not None:
+        sink(EvalFinished(adapter_version=version, win_rate=rate, stderr=stderr or 0.0, n=decided))
+    return row | {"cached": False}
+
+
+def _restore_adapter(engine: Engine, policy: Any, previous: int) -> None:
+    if previous == policy.adapter_version:
+        return
+    if previous == 0:
+        policy.drop_adapter()
+    else:
+        info = engine.store.adapter(previous)
+        policy.load_adapter(engine.store.root / info["path"], previous)

@@ -1,0 +1,155 @@
+"""Model commands: generate, score, next, train, run, eval. Each loads the model lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out
+from apl_tui.config import ACQUISITIONS
+from apl_tui.errors import AplError, Cancelled
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec (default: the store's config)")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
+AcqOpt = Annotated[str | None, typer.Option("--acquisition", "-a", help=f"one of {', '.join(ACQUISITIONS)}")]
+OracleOpt = Annotated[str, typer.Option("--oracle", "-o", help="vader, vader:noise=T, openai or python:mod:fn")]
+
+
+def open_engine(store: Path, *, model: str | None = None, device: str | None = None,
+                acquisition: str | None = None, **loop: Any) -> Any:
+    """An Engine over a store, with command-line overrides applied to its config."""
+    from apl_tui.engine import Engine
+    from apl_tui.store import Store
+
+    s = Store(store)
+    cfg = s.load_config()
+    if model:
+        cfg = cfg.replace("model", spec=model)
+    if device:
+        cfg = cfg.replace("model", device=device)
+    if acquisition:
+        cfg = cfg.replace("acquisition", name=acquisition)
+    loop = {k: v for k, v in loop.items() if v is not None}
+    if loop:
+        cfg = cfg.replace("loop", **loop)
+    return Engine(s, cfg)
+
+
+def _heavy(fn: Any) -> Any:
+    """Run engine work with a Rich progress sink and Ctrl-C → cancel between steps."""
+    from apl_tui.cli.progress import RichSink
+
+    with cancel_on_ctrl_c() as cancel, RichSink() as sink:
+        try:
+            return fn(sink, cancel)
+        except Cancelled:
+            raise AplError("stopped; the store holds everything finished so far",
+                           hint="rerun the same command to continue") from None
+
+
+@app.command()
+@friendly
+def generate(store: StoreOpt = DEFAULT_STORE, n: Annotated[int, typer.Option("--n", help="pairs to add")] = 32,
+             model: ModelOpt = None, device: DeviceOpt = None, acquisition: AcqOpt = None) -> None:
+    """Fill the pool with N new pairs sampled from the current policy."""
+    engine = open_engine(store, model=model, device=device, acquisition=acquisition)
+    target = engine.store.pool_size() + n
+    added = _heavy(lambda sink, cancel: engine.refill(sink, cancel, target=target))
+    err.print(f"added {added} pairs; pool holds {engine.store.pool_size()} unlabeled")
+
+
+@app.command()
+@friendly
+def score(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None, model: ModelOpt = None,
+          device: DeviceOpt = None) -> None:
+    """Rescore the pool with the current adapter (chunked, resumable)."""
+    engine = open_engine(store, model=model, device=device, acquisition=acquisition)
+    n = _heavy(lambda sink, cancel: engine.score(sink, cancel))
+    err.print(f"scored {n} pairs with {engine.config.acquisition.name}")
+
+
+@app.command("next")
+@friendly
+def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
+          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print the pair that would be shown next, and why (does not load a model)."""
+    import dataclasses
+    import json
+
+    engine = open_engine(store, acquisition=acquisition)
+    shown = engine.next_pair(source="cli")
+    if shown is None:
+        raise AplError("no unlabeled pair in the pool", hint="apl generate --n 32")
+    if json_out:
+        out.print_json(json.dumps(dataclasses.asdict(shown)))
+        return
+    out.print(f"[bold]prompt[/]  {shown.prompt}", highlight=False)
+    out.print(f"[bold]A[/]       {shown.completion_a}", highlight=False)
+    out.print(f"[bold]B[/]       {shown.completion_b}", highlight=False)
+    why = f"{shown.acquisition or 'unscored'}"
+    if shown.score is not None:
+        why += f" score {shown.score:.4f} (rank {shown.rank}, adapter v{shown.scored_by}, "
+        why += f"{shown.labels_since_scored} labels ago)"
+    if shown.reward_a is not None:
+        why += f"; r̂_A {shown.reward_a:.4f}, r̂_B {shown.reward_b:.4f}, p(A≻B) {shown.p_a:.3f}"
+    if shown.entropy is not None:
+        why += f"; entropy {shown.entropy:.3f}"
+    if shown.fallback:
+        why += f"; {shown.fallback}"
+    out.print(f"[dim]why[/]     {why}{' [control]' if shown.control else ''}", highlight=False)
+
+
+@app.command()
+@friendly
+def train(store: StoreOpt = DEFAULT_STORE, model: ModelOpt = None, device: DeviceOpt = None) -> None:
+    """Train one DPO round on the labels so far and save it as the next adapter version."""
+    engine = open_engine(store, model=model, device=device)
+    info = _heavy(lambda sink, cancel: engine.train(sink, cancel))
+    if info is None:
+        raise AplError("no preference labels to train on", hint="label some pairs first (apl label or apl run)")
+    err.print(f"adapter v{info.version} saved in {engine.store.root / info.path}")
+
+
+@app.command()
+@friendly
+def run(oracle: OracleOpt = "vader", budget: Annotated[int, typer.Option(help="labels to collect in all")] = 64,
+        store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
+        round_size: Annotated[int | None, typer.Option(help="labels per training round")] = None,
+        seed: Annotated[int | None, typer.Option(help="loop seed")] = None,
+        model: ModelOpt = None, device: DeviceOpt = None) -> None:
+    """The loop unattended with an automatic oracle; rerun after an interruption to resume."""
+    from apl_tui.batch import run_loop
+    from apl_tui.oracles import build_oracle
+
+    engine = open_engine(store, model=model, device=device, acquisition=acquisition, round_size=round_size,
+                         seed=seed)
+    judge = build_oracle(oracle, seed=engine.config.loop.seed)
+    result = _heavy(lambda sink, cancel: run_loop(engine, judge, budget=budget, sink=sink, cancel=cancel))
+    err.print(f"{result['labels']} labels by {judge.name}, {result['rounds']} rounds this run, "
+              f"{result['seconds']:.0f} s")
+
+
+@app.command("eval")
+@friendly
+def eval_(oracle: OracleOpt = "vader", store: StoreOpt = DEFAULT_STORE,
+          adapter: Annotated[int | None, typer.Option(help="adapter version (default: all)")] = None,
+          prompts: Annotated[int | None, typer.Option(help="test prompts to use (default: all)")] = None,
+          model: ModelOpt = None, device: DeviceOpt = None) -> None:
+    """Win-rate of adapters vs the reference on the test split (cached per adapter, oracle, settings)."""
+    from apl_tui.batch import evaluate
+    from apl_tui.oracles import build_oracle
+
+    engine = open_engine(store, model=model, device=device)
+    judge = build_oracle(oracle, seed=engine.config.loop.seed)
+    versions = [adapter] if adapter is not None else [
+        r[0] for r in engine.store.query("SELECT version FROM adapters ORDER BY version")[1]]
+    if not versions:
+        raise AplError("no adapter to evaluate yet", hint="train a round first (apl train or apl run)")
+    for v in versions:
+        row = _heavy(lambda sink, cancel: evaluate(engine, judge, adapter_version=v, prompts=prompts, sink=sink,
+                                                   cancel=cancel))
+        rate = "–" if row["win_rate"] is None else f"{row['win_rate']:.3f} ± {row['stderr']:.3f}"
+        out.print(f"adapter v{v}: win-rate {rate} vs reference ({row['wins']} wins, {row['losses']} losses, "
+                  f"{row['ties']} ties, n={row['n']}, {judge.name}){' [cached]' if row.get('cached') else ''}")

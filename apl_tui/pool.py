@@ -1,0 +1,145 @@
+"""The candidate pool: refill it with generated pairs, cache reference log-probs, rescore it.
+
+Each function does its work in chunks; every chunk is committed on its own, so a cancelled or
+crashed refill or rescore still leaves usable, consistent rows behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from apl_tui import acquisition as acq
+from apl_tui.config import AplConfig
+from apl_tui.errors import Cancelled
+from apl_tui.events import PoolGenerated, PoolScored, ProgressSink, StepProgressed
+from apl_tui.records import NewCandidate
+from apl_tui.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def pair_logps(policy: Any, cands: Sequence[dict], *, adapter: bool, batch_size: int) -> list[tuple[float, float]]:
+    """log π(a|x), log π(b|x) for each candidate in one batched pass over [a; b]."""
+    prompts = [c["prompt"] for c in cands] * 2
+    texts = [c["completion_a"] for c in cands] + [c["completion_b"] for c in cands]
+    eos = [bool(c["eos_a"]) for c in cands] + [bool(c["eos_b"]) for c in cands]
+    lp = policy.sequence_logps(prompts, texts, eos, adapter=adapter, batch_size=batch_size).tolist()
+    n = len(cands)
+    return [(float(lp[i]), float(lp[n + i])) for i in range(n)]
+
+
+def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
+           sink: ProgressSink, cancel: threading.Event | None) -> int:
+    """Generate pairs until the pool holds `target` unlabeled pairs (or prompts run out).
+
+    entropy and hybrid filter prompts first: F_e × needed prompts are scored by predictive entropy
+    and only the most uncertain `needed` get a pair (the paper's stage 1).
+    """
+    need = target - store.pool_size()
+    if need <= 0:
+        return 0
+    a, gen = cfg.acquisition, cfg.generation
+    version = policy.adapter_version
+    filtered = a.name in ("entropy", "hybrid")
+    picked = store.sample_prompts(need * (a.entropy_factor if filtered else 1), seed=seed,
+                                  exclude_used=not a.allow_relabel_prompts)
+    if not picked:
+        return 0
+    entropies: list[float | None] = [None] * len(picked)
+    if filtered:
+        sampler = acq.policy_sampler(policy, max_new_tokens=a.entropy_max_new_tokens, batch_size=gen.batch_size)
+        ent: list[float] = []
+        for i, chunk in enumerate(_chunks(picked, gen.batch_size)):
+            _check(cancel)
+            ent += acq.entropy_scores(sampler, [t for _, t in chunk], n=a.entropy_samples, seed=seed + i,
+                                      per_token=a.entropy_per_token)
+            sink(StepProgressed("entropy", len(ent), len(picked)))
+        keep = acq.top_k(ent, need)
+        picked = [picked[i] for i in keep]
+        entropies = [ent[i] for i in keep]
+    added = 0
+    for i, chunk_idx in enumerate(_chunks(list(range(len(picked))), gen.batch_size)):
+        _check(cancel)
+        chunk = [picked[j] for j in chunk_idx]
+        pairs = policy.generate_pairs([t for _, t in chunk], gen, seed=seed + 1000 + i)
+        rows = []
+        for j, (pid, _), pair in zip(chunk_idx, chunk, pairs):
+            if pair is None:
+                continue
+            sa, sb = pair
+            rows.append(NewCandidate(
+                prompt_id=pid, completion_a=sa.text, completion_b=sb.text, adapter_version=version,
+                temperature=gen.temperature, top_p=gen.top_p, max_new_tokens=gen.max_new_tokens,
+                tokens_a=len(sa.token_ids), tokens_b=len(sb.token_ids), eos_a=sa.eos, eos_b=sb.eos,
+                entropy=entropies[j], origin=a.name))
+        # Reference log-probs are computed once, here, and cached for every later round.
+        cands = [{"prompt": t, "completion_a": r.completion_a, "completion_b": r.completion_b,
+                  "eos_a": r.eos_a, "eos_b": r.eos_b} for r in rows
+                 for t in [dict(chunk)[r.prompt_id]]]
+        refs = pair_logps(policy, cands, adapter=False, batch_size=gen.batch_size) if rows else []
+        store.add_candidates(rows, refs)
+        added += len(rows)
+        sink(StepProgressed("generating", min(len(picked), (i + 1) * gen.batch_size), len(picked)))
+    sink(PoolGenerated(added=added, adapter_version=version))
+    return added
+
+
+def fill_reference(store: Store, policy: Any, cfg: AplConfig, *, sink: ProgressSink,
+                   cancel: threading.Event | None) -> int:
+    """Compute and cache reference log-probs for candidates that lack them (e.g. imported pairs)."""
+    missing = store.candidates(missing_reference=True)
+    done = 0
+    for chunk in _chunks(missing, cfg.acquisition.chunk_size):
+        _check(cancel)
+        refs = pair_logps(policy, chunk, adapter=False, batch_size=cfg.generation.batch_size)
+        store.set_reference_logps([(c["id"], ra, rb) for c, (ra, rb) in zip(chunk, refs)])
+        done += len(chunk)
+        sink(StepProgressed("reference", done, len(missing)))
+    return done
+
+
+def rescore(store: Store, policy: Any, cfg: AplConfig, *, seed: int, sink: ProgressSink,
+            cancel: threading.Event | None, limit: int | None = None) -> int:
+    """Score unlabeled candidates not yet scored by the current adapter, chunk by chunk."""
+    a = cfg.acquisition
+    version = policy.adapter_version
+    ids = store.unscored_ids(version, a.name)[:limit]
+    done = 0
+    for chunk_ids in _chunks(ids, a.chunk_size):
+        _check(cancel)
+        cands = store.candidates(chunk_ids)
+        policy_logps = None
+        entropies = None
+        warm = version > 0
+        if a.name in acq.PAIR_FUNCTIONS and warm:
+            policy_logps = pair_logps(policy, cands, adapter=True, batch_size=cfg.generation.batch_size)
+        if a.name == "entropy":
+            stale = [i for i, c in enumerate(cands) if c["entropy"] is None or c["adapter_version"] != version]
+            entropies = [c["entropy"] for c in cands]
+            if stale:
+                sampler = acq.policy_sampler(policy, max_new_tokens=a.entropy_max_new_tokens,
+                                             batch_size=cfg.generation.batch_size)
+                fresh = acq.entropy_scores(sampler, [cands[i]["prompt"] for i in stale], n=a.entropy_samples,
+                                           seed=seed, per_token=a.entropy_per_token)
+                for i, e in zip(stale, fresh):
+                    entropies[i] = e
+        rows = acq.score_rows(a.name, cands, adapter_version=version, beta=cfg.train.beta, seed=seed,
+                              policy_logps=policy_logps, entropies=entropies, warm=warm)
+        store.add_scores(rows)
+        done += len(rows)
+        sink(StepProgressed("scoring", done, len(ids)))
+    if done:
+        sink(PoolScored(scored=done, adapter_version=version, acquisition=a.name))
+    return done

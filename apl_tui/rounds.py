@@ -1,0 +1,112 @@
+"""One training round: pick the labels, train DPO on the adapter, save version N atomically.
+
+A round either finishes completely (adapter files renamed into place, then one transaction
+recording the version and its step metrics) or leaves no trace, so an interrupted round is
+simply redone on the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import random
+import shutil
+import threading
+from typing import Any
+
+from apl_tui.config import AplConfig
+from apl_tui.errors import Cancelled
+from apl_tui.events import ProgressSink, RoundTrained
+from apl_tui.records import AdapterInfo, Pair
+from apl_tui.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def label_hash(label_ids: list[int]) -> str:
+    """A stable fingerprint of the label set a round trained on."""
+    return hashlib.sha256(",".join(map(str, sorted(label_ids))).encode()).hexdigest()[:16]
+
+
+def _as_pair(row: dict[str, Any]) -> tuple[Pair, float, float]:
+    a_wins = row["outcome"] == "a"
+    pair = Pair(prompt=row["prompt"],
+                chosen=row["completion_a"] if a_wins else row["completion_b"],
+                rejected=row["completion_b"] if a_wins else row["completion_a"],
+                candidate_id=int(row["candidate_id"]),
+                chosen_eos=bool(row["eos_a"] if a_wins else row["eos_b"]),
+                rejected_eos=bool(row["eos_b"] if a_wins else row["eos_a"]))
+    ref_c = row["ref_logp_a"] if a_wins else row["ref_logp_b"]
+    ref_r = row["ref_logp_b"] if a_wins else row["ref_logp_a"]
+    return pair, float(ref_c), float(ref_r)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("apl-tui", "torch", "transformers", "peft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, sink: ProgressSink,
+                cancel: threading.Event | None) -> AdapterInfo | None:
+    """Train the next adapter version on the store's labels; None when there is nothing to learn."""
+    from apl_tui.dpo import train_dpo
+
+    rows = store.training_pairs()
+    if not rows:
+        return None
+    latest = store.latest_adapter()
+    t = cfg.train
+    version = store.next_adapter_version()
+    regime = t.regime if latest is not None else "reset"
+    if regime == "continue":
+        seen = set(json.loads(latest["manifest"]).get("label_ids", []))  # type: ignore[index]
+        new = [r for r in rows if r["label_id"] not in seen]
+        old = [r for r in rows if r["label_id"] in seen]
+        replay = random.Random(t.seed + version).sample(old, min(t.replay, len(old)))
+        used = new + replay
+        if policy.adapter_version != latest["version"]:  # type: ignore[index]
+            policy.load_adapter(store.root / latest["path"], latest["version"])  # type: ignore[index]
+    else:
+        used = rows
+        policy.new_adapter(cfg.lora, seed=t.seed + version)
+    pairs, ref_c, ref_r = zip(*(_as_pair(r) for r in used))
+    try:
+        steps = train_dpo(policy, list(pairs), list(ref_c), list(ref_r), t, sink=sink, cancel=cancel)
+    except (Cancelled, KeyboardInterrupt):
+        _restore(store, policy, latest)
+        raise
+    rel = f"adapters/v{version}"
+    target = store.root / rel
+    shutil.rmtree(target, ignore_errors=True)  # a leftover of a crashed save, never recorded
+    policy.save_adapter(target)
+    final = {k: float(v) for k, v in steps[-1].items()} if steps else {}
+    ids = [int(r["label_id"]) for r in rows]
+    manifest = {"label_ids": sorted(ids), "trained_on": sorted(int(r["label_id"]) for r in used),
+                "label_clock": label_clock, "seed": t.seed + version, "model": cfg.model.spec,
+                "versions": _versions()}
+    info = AdapterInfo(version=version, parent=latest["version"] if latest else None, labels_used=len(used),
+                       label_hash=label_hash(ids), path=rel, metrics=final)
+    store.add_adapter(version=version, parent=info.parent, labels_used=len(used), label_hash=info.label_hash,
+                      regime=regime, path=rel, config=cfg.to_dict(), metrics=final, manifest=manifest,
+                      steps=steps)
+    policy.adapter_version = version
+    sink(RoundTrained(adapter_version=version, labels_used=len(used), metrics=final))
+    logger.info("trained adapter v%d on %d pairs", version, len(used))
+    return info
+
+
+def _restore(store: Store, policy: Any, latest: dict[str, Any] | None) -> None:
+    """Put the last recorded adapter back after a cancelled round (the half-trained one is dropped)."""
+    if latest is None:
+        policy.drop_adapter()
+    else:
+        policy.load_adapter(store.root / latest["path"], latest["version"])
