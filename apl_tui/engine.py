@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from apl_tui import pool
 from apl_tui.acquisition import choose_left
 from apl_tui.config import AplConfig
 from apl_tui.errors import AplError
-from apl_tui.events import LabelRecorded, ModelLoaded, ProgressSink, ignore
+from apl_tui.events import LabelRecorded, ProgressSink, ignore
 from apl_tui.records import OUTCOMES, AdapterInfo, ShownPair
 from apl_tui.store import Store, shown_pair
 
@@ -42,10 +44,13 @@ class EngineStatus:
 class Engine:
     """The loop over one store and one policy (loaded lazily, in whichever thread calls heavy work)."""
 
-    def __init__(self, store: Store, config: AplConfig | None = None, *, policy: Any = None) -> None:
+    def __init__(self, store: Store, config: AplConfig | None = None, *, policy: Any = None,
+                 cache_dir: Path | None = None) -> None:
         self.store = store
         self.config = config or store.load_config()
         self.policy = policy
+        # Converted models are large; experiments share one cache across many stores.
+        self.cache_dir = cache_dir or Path(os.environ.get("APL_CACHE_DIR") or store.cache_dir)
         self.heavy_lock = threading.Lock()
         self._session_labels = 0
 
@@ -118,19 +123,14 @@ class Engine:
 
     def load_policy(self, sink: ProgressSink = ignore) -> Any:
         """Load the model and the latest adapter (if any); idempotent."""
-        import time
-
         from apl_tui.policy import Policy
 
         if self.policy is None:
-            t0 = time.perf_counter()
-            policy = Policy.load(self.config.model, self.store.cache_dir, seed=self.config.train.seed, sink=sink)
+            policy = Policy.load(self.config.model, self.cache_dir, seed=self.config.train.seed, sink=sink)
             latest = self.store.latest_adapter()
             if latest is not None:
                 policy.load_adapter(self.store.root / latest["path"], int(latest["version"]))
             self.policy = policy
-            sink(ModelLoaded(spec=self.config.model.spec, device=str(policy.device),
-                             seconds=time.perf_counter() - t0))
         return self.policy
 
     def _seed(self, salt: str) -> int:

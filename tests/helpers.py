@@ -1,0 +1,25 @@
+"""Small builders shared by tests: stores with prompts and candidates, no model needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apl_tui.config import AplConfig
+from apl_tui.records import NewCandidate, ScoreRow
+from apl_tui.store import Store
+
+
+def make_store(root: Path, *, prompts: int = 6, tests: int = 2, config: AplConfig | None = None) -> Store:
+    """A store with `prompts` train and `tests` test prompts and one candidate per train prompt."""
+    store = Store.create(root, config)
+    store.add_prompts([f"train prompt {i}" for i in range(prompts)], split="train", source="t.txt")
+    store.add_prompts([f"test prompt {i}" for i in range(tests)], split="test", source="t.txt")
+    ids = [pid for pid, _ in store.sample_prompts(prompts, exclude_used=False)]
+    store.add_candidates(
+        [NewCandidate(pid, f"A{pid} good", f"B{pid} bad longer", 0, 0.7, 1.0, 24) for pid in sorted(ids)],
+        [(-10.0 - pid, -12.0 - pid) for pid in sorted(ids)])
+    return store
+
+
+def score_all(store: Store, values: dict[int, float], *, version: int = 0, name: str = "certainty") -> None:
+    store.add_scores([ScoreRow(cid, version, name, v) for cid, v in values.items()])

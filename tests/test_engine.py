@@ -1,0 +1,102 @@
+"""The loop's logic with a fake policy: hybrid selection, warm start, staleness, control arm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apl_tui import pool
+from apl_tui.config import AplConfig
+from apl_tui.engine import Engine
+from apl_tui.events import PoolGenerated
+from apl_tui.store import Store
+from tests.fakes import FakePolicy
+
+
+def _config(**acq) -> AplConfig:
+    cfg = AplConfig().replace("acquisition", **({"name": "hybrid", "entropy_factor": 3, "certainty_factor": 2,
+                                                  "pool_size": 4, "low_water": 1, "control_share": 0.0} | acq))
+    return cfg.replace("loop", round_size=4)
+
+
+def _store(tmp_path, n=30) -> Store:
+    store = Store.create(tmp_path)
+    store.add_prompts([f"train prompt {i}" for i in range(n)], split="train", source="t")
+    return store
+
+
+def test_hybrid_keeps_the_highest_entropy_prompts(tmp_path):
+    store, policy = _store(tmp_path), FakePolicy()
+    cfg = _config()
+    events = []
+    added = pool.refill(store, policy, cfg, target=4, seed=1, sink=events.append, cancel=None)
+    assert added == 4 and any(isinstance(e, PoolGenerated) for e in events)
+    scored = sorted(policy.entropy_prompts, key=FakePolicy.entropy_of, reverse=True)
+    assert len(scored) == 12  # F_e × needed prompts were entropy-scored
+    assert sorted(policy.generated) == sorted(scored[:4])
+    entropies = [c["entropy"] for c in store.candidates()]
+    assert sorted(entropies, reverse=True) == [FakePolicy.entropy_of(p) for p in scored[:4]]
+
+
+def test_warm_start_then_certainty_picks_the_largest_margin(tmp_path):
+    store, policy = _store(tmp_path), FakePolicy()
+    engine = Engine(store, _config(), policy=policy)
+    engine.refill(target=6)
+    engine.score()
+    rows = store.query("SELECT DISTINCT fallback FROM scores")[1]
+    assert rows and all(r[0] and r[0].startswith("warm-up") for r in rows)
+    # pretend a round happened: adapter v1 exists; the next rescore is real certainty
+    policy.adapter_version = 1
+    engine.score()
+    cands = store.candidates()
+    beta = engine.config.train.beta
+    margin = {c["id"]: beta * abs(len(c["completion_a"]) % 7 - len(c["completion_b"]) % 7) for c in cands}
+    best = engine.next_pair()
+    assert best.scored_by == 1 and best.fallback is None
+    assert len(set(margin.values())) > 2
+    assert best.score == pytest.approx(max(margin.values()))
+    assert margin[best.candidate_id] == pytest.approx(best.score)
+
+
+def test_next_pair_resumes_the_pending_pair_and_records_position(tmp_path):
+    store, policy = _store(tmp_path), FakePolicy()
+    engine = Engine(store, _config(), policy=policy)
+    engine.refill(target=4)
+    engine.score()
+    first = engine.next_pair()
+    again = Engine(store, _config(), policy=policy).next_pair()
+    assert again == first  # shown but unlabeled: the same pair, same side
+    engine.record_label(first, first.outcome_for_side("left"), latency_ms=900)
+    row = store.query("SELECT outcome, shown_left, latency_ms FROM labels")[1][0]
+    assert row == (first.left, first.left, 900)
+    assert engine.next_pair().candidate_id != first.candidate_id
+
+
+def test_control_arm_share_and_flag(tmp_path):
+    store, policy = _store(tmp_path, n=200), FakePolicy()
+    engine = Engine(store, _config(control_share=0.3, pool_size=120), policy=policy)
+    engine.refill(target=120)
+    engine.score()
+    flags = []
+    for _ in range(100):
+        shown = engine.next_pair()
+        flags.append(shown.control)
+        engine.record_label(shown, "skip")
+    assert 15 <= sum(flags) <= 45
+    assert store.query("SELECT count(*) FROM labels WHERE control")[1][0][0] == sum(flags)
+
+
+def test_round_is_due_after_warmup_then_every_round_size(tmp_path):
+    store, policy = _store(tmp_path), FakePolicy()
+    cfg = _config(warmup_labels=3)
+    engine = Engine(store, cfg, policy=policy)
+    engine.refill(target=10)
+    for _ in range(3):
+        engine.record_label(engine.next_pair(), "a")
+    assert engine.round_due() == (True, 3, 3)
+    # a finished round records the label clock: the next is due round_size labels later
+    store.add_adapter(version=1, parent=None, labels_used=3, label_hash="x", regime="reset", path="adapters/v1",
+                      config={}, metrics={}, manifest={"label_clock": 3}, steps=[])
+    assert engine.round_due() == (False, 0, 4)
+    assert json.loads(store.latest_adapter()["manifest"])["label_clock"] == 3
