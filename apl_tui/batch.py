@@ -98,9 +98,13 @@ class EvalSettings:
 
 
 def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None, prompts: int | None = None,
-             sink: ProgressSink = ignore, cancel: threading.Event | None = None,
-             seed: int = 0) -> dict[str, Any]:
-    """Win-rate of an adapter against the reference on the test split, judged blind by the oracle."""
+             sink: ProgressSink = ignore, cancel: threading.Event | None = None, seed: int = 0,
+             ref_cache: dict[str, str] | None = None) -> dict[str, Any]:
+    """Win-rate of an adapter against the reference on the test split, judged blind by the oracle.
+
+    `ref_cache` (key → text) shares the reference's completions between evaluations with the same
+    settings: the reference model never changes, so they are generated once for a whole experiment.
+    """
     store, cfg = engine.store, engine.config
     latest = store.latest_adapter()
     version = adapter_version if adapter_version is not None else (latest["version"] if latest else None)
@@ -131,12 +135,17 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
                 chunk = [t for _, t in tests[start:start + bs]]
                 kw = dict(n=1, temperature=settings.temperature, top_p=1.0, min_new_tokens=0,
                           max_new_tokens=settings.max_new_tokens, seed=seed + start, batch_size=bs)
-                mine = policy.generate(chunk, adapter=True, **kw)
-                ref = policy.generate(chunk, adapter=False, **kw)
+                mine = [g[0].text for g in policy.generate(chunk, adapter=True, **kw)]
+                keys = [f"{digest}:{start + i}" for i in range(len(chunk))]
+                if ref_cache is not None and all(k in ref_cache for k in keys):
+                    ref = [ref_cache[k] for k in keys]
+                else:
+                    ref = [g[0].text for g in policy.generate(chunk, adapter=False, **kw)]
+                    if ref_cache is not None:
+                        ref_cache.update(zip(keys, ref))
                 for prompt, m, r in zip(chunk, mine, ref):
                     flip = rng.random() < 0.5  # blind: the oracle never knows which side is the policy
-                    v = oracle.judge(prompt, r[0].text, m[0].text) if flip else oracle.judge(prompt, m[0].text,
-                                                                                             r[0].text)
+                    v = oracle.judge(prompt, r, m) if flip else oracle.judge(prompt, m, r)
                     won = {"a": not flip, "b": flip}.get(v.outcome)
                     if v.outcome == "tie":
                         ties += 1

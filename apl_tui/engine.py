@@ -13,6 +13,9 @@ import logging
 import os
 import random
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,8 @@ class Engine:
         self.cache_dir = cache_dir or Path(os.environ.get("APL_CACHE_DIR") or store.cache_dir)
         self.heavy_lock = threading.Lock()
         self._session_labels = 0
+        self.timings: dict[str, float] = {"refill": 0.0, "score": 0.0, "train": 0.0}
+        """Seconds of heavy work by kind (experiments report the acquisition cost from it)."""
 
     # ---- light: UI thread ------------------------------------------------------------------
 
@@ -133,6 +138,22 @@ class Engine:
             self.policy = policy
         return self.policy
 
+    @contextmanager
+    def _timed(self, kind: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[kind] += time.perf_counter() - t0
+
+    def sync_adapter(self) -> None:
+        """Make a shared policy carry this store's latest adapter (or none)."""
+        latest = self.store.latest_adapter()
+        if latest is None:
+            self.policy.drop_adapter()
+        elif self.policy.adapter_version != latest["version"] or not self.policy.has_adapter:
+            self.policy.load_adapter(self.store.root / latest["path"], int(latest["version"]))
+
     def _seed(self, salt: str) -> int:
         n = self.store.cursor().execute("SELECT count(*) FROM candidates").fetchone()[0]
         return random.Random(f"{self.config.loop.seed}:{salt}:{n}:{self.store.label_events()}").randrange(2**31)
@@ -144,14 +165,14 @@ class Engine:
 
     def refill(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
                target: int | None = None) -> int:
-        with self.heavy_lock:
+        with self.heavy_lock, self._timed("refill"):
             policy = self.load_policy(sink)
             return pool.refill(self.store, policy, self.config, target=target or self.pool_target(),
                                seed=self._seed("refill"), sink=sink, cancel=cancel)
 
     def score(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
               limit: int | None = None) -> int:
-        with self.heavy_lock:
+        with self.heavy_lock, self._timed("score"):
             policy = self.load_policy(sink)
             return pool.rescore(self.store, policy, self.config, seed=self.config.loop.seed, sink=sink,
                                 cancel=cancel, limit=limit)
@@ -159,7 +180,7 @@ class Engine:
     def train(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None) -> AdapterInfo | None:
         from apl_tui.rounds import train_round
 
-        with self.heavy_lock:
+        with self.heavy_lock, self._timed("train"):
             policy = self.load_policy(sink)
             pool.fill_reference(self.store, policy, self.config, sink=sink, cancel=cancel)
             return train_round(self.store, policy, self.config, label_clock=self.store.label_events(),
