@@ -1,0 +1,108 @@
+"""Interactive commands: label (the TUI), demo (example project + TUI), serve (TUI in a browser)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly
+from apl_tui.errors import AplError
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec (default: the store's config)")]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+"""The repository's example prompt sets and config (used by `apl demo`)."""
+
+
+def run_app(engine: Any, *, start_worker: bool = True) -> None:
+    """Run the labeling app over an engine; the store is closed afterwards."""
+    from apl_tui.tui.app import LabelApp
+
+    store = engine.store
+    try:
+        LabelApp(engine, store, engine.config, start_worker=start_worker).run()
+        status = engine.status()
+    finally:
+        store.close()
+    err.print(f"{status.labels_session} labels this session, {status.labels_total} in {store.root}; all saved")
+
+
+@app.command()
+@friendly
+def label(
+    store: StoreOpt = DEFAULT_STORE,
+    model: ModelOpt = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="label the ready pool only; load no model")] = False,
+) -> None:
+    """Label preference pairs in the terminal while DPO trains in the background."""
+    from apl_tui.cli.loop import open_engine
+
+    run_app(open_engine(store, model=model), start_worker=not no_worker)
+
+
+def prepare_demo(store: Path, model: str | None) -> list[str]:
+    """Create the demo store from `examples/` if missing and import the IMDB prompts if it has none.
+
+    Returns what was done, one line each (for stderr).
+    """
+    from apl_tui.config import AplConfig
+    from apl_tui.importer import read_prompts
+    from apl_tui.store import Store
+
+    done: list[str] = []
+    if not (store / "apl.duckdb").exists():
+        example_cfg = EXAMPLES / "config.toml"
+        cfg = AplConfig.load(example_cfg) if example_cfg.exists() else AplConfig()
+        if model:
+            cfg = cfg.replace("model", spec=model)
+        Store.create(store, cfg).close()
+        done.append(f"created store {store} (model {cfg.model.spec})")
+    with Store(store) as s:
+        if not s.prompt_counts():
+            for split in ("train", "test"):
+                path = EXAMPLES / "imdb" / f"{split}.jsonl"
+                if not path.exists():
+                    raise AplError(f"example prompts {path} not found",
+                                   hint="run apl demo from a source checkout, or apl init + apl import your own")
+                added, _ = s.add_prompts(read_prompts(path), split=split, source=path.name)
+                done.append(f"imported {added:,} {split} prompts from {path.name}")
+    return done
+
+
+@app.command()
+@friendly
+def demo(
+    store: StoreOpt = DEFAULT_STORE,
+    model: Annotated[str, typer.Option("--model", "-m", help="model spec")] = "smollm2-135m",
+) -> None:
+    """One-step start: an example IMDB project with the embedded model, then the labeling TUI."""
+    from apl_tui.cli.loop import open_engine
+
+    for line in prepare_demo(store, model):
+        err.print(line)
+    run_app(open_engine(store, model=model))
+
+
+@app.command()
+@friendly
+def serve(
+    store: StoreOpt = DEFAULT_STORE,
+    model: ModelOpt = None,
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(help="address to bind (keep 127.0.0.1 unless you trust the network)")] = "127.0.0.1",
+) -> None:
+    """The labeling TUI in a browser (textual-serve), bound to 127.0.0.1 by default."""
+    try:
+        from textual_serve.server import Server
+    except ImportError as e:
+        raise AplError("textual-serve is not installed", hint="pip install 'apl-tui[serve]'") from e
+    if not (store / "apl.duckdb").exists():
+        raise AplError(f"no store at {store}", hint="create one with `apl init` or `apl demo`")
+    command = [sys.executable, "-m", "apl_tui", "label", "--store", str(store.resolve())]
+    if model:
+        command += ["--model", model]
+    err.print(f"serving apl label on http://{host}:{port} (Ctrl-C stops)")
+    Server(command=shlex.join(command), host=host, port=port, title="apl label").serve()

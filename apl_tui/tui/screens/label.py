@@ -1,0 +1,201 @@
+"""The labeling screen: one key per verdict, each label committed before the next pair shows."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from apl_tui.errors import AplError
+from apl_tui.records import ShownPair
+from apl_tui.tui.widgets.pair_view import PairView
+from apl_tui.tui.widgets.status_line import StatusLine
+from apl_tui.tui.widgets.why_panel import WhyPanel
+
+if TYPE_CHECKING:
+    from apl_tui.tui.app import LabelApp
+
+NARROW_WIDTH = 100
+"""Below this many columns the completions stack vertically instead of side by side."""
+
+SCROLL_LINES = 3
+"""Lines that j/k scroll both completions by."""
+
+VERDICT_OUTCOMES = {"tie": "tie", "both_bad": "both_bad", "skip": "skip"}
+"""Verdicts that do not depend on which side is which."""
+
+
+class LabelScreen(Screen[None]):
+    """Prompt, completions A (left) and B (right), why-this-pair, status line and footer."""
+
+    BINDINGS: list[BindingType] = [
+        Binding("1,left", "verdict('left')", "A better", key_display="1/←"),
+        Binding("2,right", "verdict('right')", "B better", key_display="2/→"),
+        Binding("3,t", "verdict('tie')", "tie", key_display="3/t"),
+        Binding("4,b", "verdict('both_bad')", "both bad", key_display="4/b"),
+        Binding("s,space", "verdict('skip')", "skip", key_display="s"),
+        Binding("u,backspace", "undo", "undo", key_display="u"),
+        Binding("j", "scroll(1)", "scroll down", show=False),
+        Binding("k", "scroll(-1)", "scroll up", show=False),
+        Binding("d", "toggle_diff", "diff", show=False),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("colon", "sql", "SQL", key_display=":", show=False),
+        Binding("g", "stats", "stats", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: ShownPair | None = None
+        """The pair on screen; None while waiting for the pool."""
+        self.shown_at = time.monotonic()
+        """When the pair appeared (for the label's latency)."""
+        self.session_times: list[float] = []
+        """Monotonic times of this session's labels (for labels per hour)."""
+        self.engine_status: Any = None
+        """The engine's last EngineStatus, read after each label and on worker news."""
+
+    @property
+    def label_app(self) -> LabelApp:
+        """The app, typed."""
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield PairView(id="pair")
+        yield WhyPanel(id="why")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_class(self.app.size.width < NARROW_WIDTH, "narrow")
+        self.load_next()
+        self.set_interval(1.0, self._poll_when_waiting)
+
+    def on_resize(self) -> None:
+        self.set_class(self.app.size.width < NARROW_WIDTH, "narrow")
+
+    # ---- showing pairs ---------------------------------------------------------------------
+
+    def load_next(self) -> None:
+        """Ask the engine for the next pair (the pending one first) and show it."""
+        try:
+            shown = self.label_app.engine.next_pair()
+        except AplError as e:
+            self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error")
+            shown = None
+        self.shown = shown
+        self.shown_at = time.monotonic()
+        self.query_one(PairView).show_pair(shown, self._waiting_text())
+        if self.label_app.config.loop.reveal == "always":
+            self.query_one(WhyPanel).show_current(shown)
+        self.refresh_status()
+
+    def _waiting_text(self) -> str:
+        app = self.label_app
+        status = self.engine_status
+        if not app.worker_running:
+            return ("No pairs to label, and the background worker is stopped.\n"
+                    "Restart it from the palette (ctrl+p → restart worker), or import prompts.")
+        if status is not None and not status.policy_loaded:
+            return "Loading the model… the first pairs follow (generating the pool)."
+        return "Generating the pool… pairs appear here as soon as they are ready."
+
+    def _poll_when_waiting(self) -> None:
+        if self.shown is None:
+            self.load_next()
+
+    def pool_changed(self) -> None:
+        """The worker added or rescored pairs: show one if we were waiting; refresh the status."""
+        if self.shown is None:
+            self.load_next()
+        else:
+            self.refresh_status()
+
+    def refresh_status(self) -> None:
+        """Read the engine's status (small DuckDB queries) and redraw the status line."""
+        try:
+            self.engine_status = self.label_app.engine.status()
+        except AplError as e:
+            self.notify(e.message, severity="error")
+        self.query_one(StatusLine).refresh_status(
+            self.engine_status, self.label_app.activity, self.per_hour(), self.shown)
+        if self.shown is None:
+            self.query_one(PairView).show_pair(None, self._waiting_text())
+
+    def per_hour(self) -> float | None:
+        """This session's labeling rate, once two labels are a few seconds apart."""
+        times = self.session_times
+        if len(times) < 2 or times[-1] - times[0] < 5:
+            return None
+        return (len(times) - 1) * 3600 / (times[-1] - times[0])
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    def action_verdict(self, verdict: str) -> None:
+        """Record a verdict about the pair on screen (sides in screen terms), then show the next."""
+        shown = self.shown
+        if shown is None:
+            self.notify("nothing to label yet: the pool is being generated", severity="warning")
+            return
+        outcome = VERDICT_OUTCOMES.get(verdict) or shown.outcome_for_side(verdict)
+        latency_ms = int((time.monotonic() - self.shown_at) * 1000)
+        try:
+            self.label_app.engine.record_label(shown, outcome, latency_ms=latency_ms)
+        except AplError as e:
+            self.notify(f"label not saved: {e.message}", severity="error")
+            return
+        self.session_times.append(time.monotonic())
+        self.label_app.label_recorded()
+        if self.label_app.config.loop.reveal != "always":
+            self.query_one(WhyPanel).show_last(shown, verdict)
+        self.load_next()
+
+    def action_undo(self) -> None:
+        """Undo the newest label (again for older ones); that pair comes back to be labeled."""
+        try:
+            undone = self.label_app.engine.undo()
+        except AplError as e:
+            self.notify(f"undo failed: {e.message}", severity="error")
+            return
+        if undone is None:
+            self.notify("nothing to undo")
+            return
+        self.label_app.label_recorded()
+        self.query_one(WhyPanel).clear()
+        self.notify(f"undid the label of pair {undone}")
+        self.load_next()
+
+    def action_scroll(self, direction: int) -> None:
+        """Scroll both completions together."""
+        self.query_one(PairView).scroll_both(direction * SCROLL_LINES)
+
+    def action_toggle_diff(self) -> None:
+        """Highlight the words that differ between A and B (or stop)."""
+        view = self.query_one(PairView)
+        view.diff = not view.diff
+
+    def action_help(self) -> None:
+        """List every key."""
+        from apl_tui.tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen(self.BINDINGS))
+
+    def action_sql(self) -> None:
+        """Query the live store with read-only SQL."""
+        from apl_tui.tui.screens.sql import SqlScreen
+
+        self.app.push_screen(SqlScreen(self.label_app.store))
+
+    def action_stats(self) -> None:
+        """Labels per hour, biases, adapters and training curves."""
+        from apl_tui.tui.screens.stats import StatsScreen
+
+        self.app.push_screen(StatsScreen(self.label_app.store))
+
+    async def action_quit(self) -> None:
+        """Stop the worker and leave (every label is already committed)."""
+        await self.label_app.action_quit()

@@ -1,0 +1,3 @@
+"""Widgets of the labeling screen, one per module."""
+
+from __future__ import annotations

@@ -1,0 +1,80 @@
+"""The pair being labeled: the prompt on top, completions A (left) and B (right) below."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Container, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from apl_tui.records import ShownPair
+from apl_tui.tui.widgets.diff import word_diff
+
+
+class _Pane(VerticalScroll, can_focus=False):
+    """A scrolling box for one text; never focused, so ←/→ stay verdict keys."""
+
+
+class PairView(Vertical):
+    """Prompt and two completions in screen terms: A is always the left pane, B the right.
+
+    The candidate's own a/b order is randomised by the engine (`ShownPair.left`); this widget
+    shows only `left_text` and `right_text`, so the screen never leaks which is which.
+    """
+
+    diff: reactive[bool] = reactive(False)
+    """Highlight the words that differ between the two completions."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.shown: ShownPair | None = None
+        """The pair on screen, or None while waiting for the pool."""
+
+    def compose(self) -> ComposeResult:
+        with _Pane(id="prompt-box"):
+            yield Static(id="prompt-text")
+        yield Static(id="waiting")
+        with Container(id="completions"):
+            with _Pane(id="left-pane", classes="completion"):
+                yield Static(id="left-text")
+            with _Pane(id="right-pane", classes="completion"):
+                yield Static(id="right-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-box").border_title = "prompt"
+        self.query_one("#left-pane").border_title = "A  [1 ←]"
+        self.query_one("#right-pane").border_title = "B  [2 →]"
+        self.show_pair(None)
+
+    def show_pair(self, shown: ShownPair | None, waiting: str = "generating the pool…") -> None:
+        """Put a pair on screen (scrolled to the top), or the waiting message when None."""
+        self.shown = shown
+        self.set_class(shown is None, "-waiting")
+        self.query_one("#waiting", Static).update(waiting)
+        self.query_one("#prompt-text", Static).update(Text(shown.prompt) if shown else "")
+        self._render_completions()
+        for pane in self.query(_Pane):
+            pane.scroll_home(animate=False)
+
+    def watch_diff(self) -> None:
+        self._render_completions()
+
+    def _render_completions(self) -> None:
+        if not self.is_mounted:
+            return
+        left, right = ("", "") if self.shown is None else (self.shown.left_text, self.shown.right_text)
+        if self.diff:
+            lt, rt = word_diff(left, right)
+        else:
+            lt, rt = Text(left), Text(right)
+        self.query_one("#left-text", Static).update(lt)
+        self.query_one("#right-text", Static).update(rt)
+        subtitle = "diff on" if self.diff else ""
+        self.query_one("#left-pane").border_subtitle = subtitle
+        self.query_one("#right-pane").border_subtitle = subtitle
+
+    def scroll_both(self, lines: int) -> None:
+        """Scroll the two completions together by `lines` (negative: up)."""
+        for pane in self.query(".completion").results(_Pane):
+            pane.scroll_relative(y=lines, animate=False, immediate=True)

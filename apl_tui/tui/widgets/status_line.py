@@ -1,0 +1,55 @@
+"""The status line: labels, pool, adapter, what the worker does, and how stale the ranking is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import Static
+
+from apl_tui.records import ShownPair
+
+
+def staleness_text(shown: ShownPair | None) -> str:
+    """How old the ranking of the pair on screen is.
+
+    >>> staleness_text(None)
+    ''
+    """
+    if shown is None:
+        return ""
+    if shown.scored_by is None:
+        return "unscored"
+    ago = shown.labels_since_scored
+    ago_text = "" if ago is None else f", {ago} label{'' if ago == 1 else 's'} ago"
+    by = f"v{shown.scored_by}" if shown.scored_by else "base"
+    return f"scored by {by}{ago_text}"
+
+
+def status_text(status: Any, activity: str, per_hour: float | None, shown: ShownPair | None) -> str:
+    """One line of facts, most important first, separated by ' │ '.
+
+    `status` is the engine's EngineStatus (labels_total, labels_session, pool_size,
+    adapter_version, labels_since_round, round_due_at, policy_loaded); None before the first read.
+    """
+    parts: list[str] = []
+    if status is not None:
+        rate = "–" if per_hour is None else f"{per_hour:.0f}"
+        parts.append(f"labels {status.labels_total} / {status.labels_session} now / {rate}/h")
+        parts.append(f"pool {status.pool_size}")
+        adapter = f"v{status.adapter_version}" if status.adapter_version else "base"
+        parts.append(f"adapter {adapter} (round {status.labels_since_round}/{status.round_due_at})")
+    if activity:
+        parts.append(activity)
+    stale = staleness_text(shown)
+    if stale:
+        parts.append(stale)
+    return " │ ".join(parts)
+
+
+class StatusLine(Static):
+    """The bottom status line; the app calls `refresh_status` with fresh facts."""
+
+    def refresh_status(self, status: Any, activity: str, per_hour: float | None,
+                       shown: ShownPair | None) -> None:
+        """Redraw from the given facts (reads nothing itself)."""
+        self.update(status_text(status, activity, per_hour, shown))
