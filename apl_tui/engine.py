@@ -65,7 +65,8 @@ class Engine:
         """The pair to label now: the pending one if any, else the best (or a random control) pair."""
         pending = self.store.pending_impression(source)
         if pending is not None:
-            return pending
+            shown, left, control, imp = pending
+            return shown_pair(shown, left=left, control=control, impression_id=imp)
         a = self.config.acquisition
         shown_count = self.store.cursor().execute("SELECT count(*) FROM impressions").fetchone()[0]
         rng = random.Random(f"{self.config.loop.seed}:{shown_count}")
@@ -97,10 +98,15 @@ class Engine:
         return label_id
 
     def undo(self, source: str = "human") -> int | None:
-        """Undo the newest effective label of this source; its pair will be served again."""
-        cand = self.store.undo_last(source)
-        if cand is not None:
-            self._session_labels = max(0, self._session_labels - 1)
+        """Undo the newest effective label of this source; its pair is the next one served, same side."""
+        undone = self.store.undo_last(source)
+        if undone is None:
+            return None
+        cand, left, control = undone
+        self._session_labels = max(0, self._session_labels - 1)
+        shown = self.store.shown(cand)
+        if shown is not None:  # served next (unless another source still labels it: then it is skipped)
+            self.store.record_impression(shown, left=left or "a", control=control, source=source)
         return cand
 
     def _last_clock(self) -> tuple[dict[str, Any] | None, int]:

@@ -153,4 +153,35 @@ WHERE e.outcome <> 'skip';
 """),
 ]
 
+# The queue: one row per unlabeled train candidate with its freshest score (any function), kept
+# in step with `scores` and `labels` inside the same transactions. It makes "the best unlabeled
+# pair" one narrow top-1 scan instead of a window over every score (≈ 700 ms at 1M candidates).
+MIGRATIONS.append((3, "queue of unlabeled candidates with their freshest score", """
+CREATE TABLE queue (
+    candidate_id BIGINT PRIMARY KEY,
+    prompt_id BIGINT NOT NULL,
+    prompt_labeled BOOLEAN NOT NULL DEFAULT false,
+    acquisition VARCHAR,
+    adapter_version INTEGER,
+    score DOUBLE,
+    entropy DOUBLE,
+    reward_a DOUBLE,
+    reward_b DOUBLE,
+    p_a DOUBLE,
+    fallback VARCHAR,
+    scored_at TIMESTAMP
+);
+INSERT INTO queue
+SELECT c.id, c.prompt_id,
+       c.prompt_id IN (SELECT c2.prompt_id FROM effective_labels e JOIN candidates c2 ON c2.id = e.candidate_id),
+       s.acquisition, s.adapter_version, s.score, s.entropy, s.reward_a, s.reward_b, s.p_a, s.fallback, s.scored_at
+FROM candidates c
+JOIN prompts p ON p.id = c.prompt_id AND p.split = 'train'
+LEFT JOIN (
+    SELECT * FROM scores
+    QUALIFY row_number() OVER (PARTITION BY candidate_id ORDER BY adapter_version DESC, scored_at DESC) = 1
+) s ON s.candidate_id = c.id
+WHERE c.id NOT IN (SELECT candidate_id FROM effective_labels);
+"""))
+
 LATEST = MIGRATIONS[-1][0]

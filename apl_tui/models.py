@@ -258,9 +258,10 @@ def _from_pretrained(spec: str, trust_remote_code: bool) -> tuple[Any, Any]:
         kwargs = {"local_files_only": local_only, "trust_remote_code": trust_remote_code}
         try:
             config = AutoConfig.from_pretrained(source, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            # The model before the tokenizer: "not a causal LM" is the more useful message.
             model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32,
                                                          **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             return model, tokenizer
         except ValueError as e:
             if "Unrecognized configuration class" in str(e):

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,12 @@ from typing import Any
 from apl_tui import migrations
 from apl_tui.config import AplConfig
 from apl_tui.errors import StoreError, StoreLockedError
-from apl_tui.records import NewCandidate, ScoreRow, ShownPair
+from apl_tui.queue import QueueMixin
+from apl_tui.records import NewCandidate, ShownPair
 
 logger = logging.getLogger(__name__)
 
 DB_NAME = "apl.duckdb"
-_SHOWN_COLUMNS = """
-    c.id, c.prompt_id, p.text, c.completion_a, c.completion_b,
-    s.acquisition, s.score, s.entropy, s.reward_a, s.reward_b, s.p_a, s.fallback, s.adapter_version,
-    (SELECT count(*) FROM labels l WHERE l.outcome <> 'undo' AND l.created_at > s.scored_at)
-"""
 
 
 def _is_lock_error(e: Exception) -> bool:
@@ -45,7 +40,7 @@ def _is_lock_error(e: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store:
+class Store(QueueMixin):
     """A store folder and its open database.
 
     >>> store = Store.create(Path("store"))       # doctest: +SKIP
@@ -239,6 +234,7 @@ class Store:
                 [(i, r.prompt_id, r.completion_a, r.completion_b, r.eos_a, r.eos_b, r.tokens_a, r.tokens_b,
                   r.adapter_version, r.temperature, r.top_p, r.max_new_tokens, r.entropy, r.origin, ra, rb)
                  for i, r, (ra, rb) in zip(ids, rows, refs)])
+            self._enqueue_candidates(cur, ids)
         return [int(i) for i in ids]
 
     def candidates(self, ids: Sequence[int] | None = None, *, unlabeled_only: bool = False,
@@ -265,133 +261,7 @@ class Store:
             cur.executemany("UPDATE candidates SET ref_logp_a = ?, ref_logp_b = ? WHERE id = ?",
                             [(a, b, i) for i, a, b in values])
 
-    def add_scores(self, rows: Sequence[ScoreRow]) -> None:
-        """Append one chunk of scores as one transaction."""
-        if not rows:
-            return
-        with self.transaction() as cur:
-            cur.executemany(
-                "INSERT INTO scores (candidate_id, adapter_version, acquisition, score, entropy, reward_a, "
-                "reward_b, p_a, fallback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.candidate_id, r.adapter_version, r.acquisition, r.score, r.entropy, r.reward_a,
-                  r.reward_b, r.p_a, r.fallback) for r in rows])
-
-    def pool_size(self) -> int:
-        """Unlabeled train candidates."""
-        return int(self.cursor().execute(
-            "SELECT count(*) FROM candidates c JOIN prompts p ON p.id = c.prompt_id WHERE p.split = 'train' "
-            "AND c.id NOT IN (SELECT candidate_id FROM effective_labels)").fetchone()[0])
-
-    def unscored_ids(self, adapter_version: int, acquisition: str) -> list[int]:
-        """Unlabeled candidates that have no score by this adapter and function yet."""
-        rows = self.cursor().execute(
-            "SELECT c.id FROM candidates c JOIN prompts p ON p.id = c.prompt_id WHERE p.split = 'train' "
-            "AND c.id NOT IN (SELECT candidate_id FROM effective_labels) AND NOT EXISTS (SELECT 1 FROM scores s "
-            "WHERE s.candidate_id = c.id AND s.adapter_version = ? AND s.acquisition = ?) ORDER BY c.id",
-            [adapter_version, acquisition]).fetchall()
-        return [int(r[0]) for r in rows]
-
-    # ---- the queue -------------------------------------------------------------------------
-
-    def _latest_scores_sql(self) -> str:
-        # The freshest score of each candidate: newest adapter first, then newest time. A fresher
-        # adapter's scores always outrank stale ones, so a partial rescore is used at once.
-        return ("SELECT * EXCLUDE (rn) FROM (SELECT s.*, row_number() OVER (PARTITION BY s.candidate_id "
-                "ORDER BY s.adapter_version DESC, s.scored_at DESC) AS rn FROM scores s WHERE s.acquisition = ? "
-                "OR ? IS NULL) WHERE rn = 1")
-
-    def _unlabeled_filter(self, exclude_labeled_prompts: bool) -> str:
-        clause = "c.id NOT IN (SELECT candidate_id FROM effective_labels)"
-        if exclude_labeled_prompts:
-            clause += (" AND c.prompt_id NOT IN (SELECT c2.prompt_id FROM effective_labels e "
-                       "JOIN candidates c2 ON c2.id = e.candidate_id)")
-        return clause
-
-    def best_unlabeled(self, acquisition: str | None = None, *, exclude_labeled_prompts: bool = True,
-                       exclude: Iterable[int] = ()) -> dict[str, Any] | None:
-        """The best unlabeled candidate by its freshest score, with rank and staleness."""
-        sql = (
-            f"WITH s AS ({self._latest_scores_sql()}) "
-            f"SELECT {_SHOWN_COLUMNS} FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
-            f"LEFT JOIN s ON s.candidate_id = c.id "
-            f"WHERE p.split = 'train' AND {self._unlabeled_filter(exclude_labeled_prompts)} "
-            f"AND c.id NOT IN (SELECT unnest(?)) "
-            f"ORDER BY s.adapter_version DESC NULLS LAST, s.score DESC NULLS LAST, c.id LIMIT 1")
-        row = self.cursor().execute(sql, [acquisition, acquisition, list(exclude)]).fetchone()
-        return self._shown_dict(row, rank=1) if row else None
-
-    def random_unlabeled(self, seed: int, *, exclude_labeled_prompts: bool = True) -> dict[str, Any] | None:
-        """A uniformly random unlabeled candidate (the control arm), with its freshest score if any."""
-        ids = [r[0] for r in self.cursor().execute(
-            f"SELECT c.id FROM candidates c JOIN prompts p ON p.id = c.prompt_id WHERE p.split = 'train' "
-            f"AND {self._unlabeled_filter(exclude_labeled_prompts)} ORDER BY c.id").fetchall()]
-        if not ids:
-            return None
-        chosen = random.Random(seed).choice(ids)
-        sql = (f"WITH s AS ({self._latest_scores_sql()}) SELECT {_SHOWN_COLUMNS} FROM candidates c "
-               f"JOIN prompts p ON p.id = c.prompt_id LEFT JOIN s ON s.candidate_id = c.id WHERE c.id = ?")
-        row = self.cursor().execute(sql, [None, None, chosen]).fetchone()
-        return self._shown_dict(row, rank=None)
-
-    @staticmethod
-    def _shown_dict(row: Sequence[Any], rank: int | None) -> dict[str, Any]:
-        keys = ("candidate_id", "prompt_id", "prompt", "completion_a", "completion_b", "acquisition", "score",
-                "entropy", "reward_a", "reward_b", "p_a", "fallback", "scored_by", "labels_since_scored")
-        d = dict(zip(keys, row))
-        d["rank"] = rank
-        if d["scored_by"] is None:
-            d["labels_since_scored"] = None
-        return d
-
-    def record_impression(self, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
-        """Log that a pair was put in front of a labeler; returns the impression id."""
-        row = self.cursor().execute(
-            "INSERT INTO impressions (candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
-            "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [shown["candidate_id"], left, control, shown["acquisition"], shown["score"], shown["rank"],
-             shown["scored_by"], source]).fetchone()
-        return int(row[0])
-
-    def pending_impression(self, source: str = "human") -> ShownPair | None:
-        """The pair last shown to this source, if it is still unlabeled (resume after a quit or crash)."""
-        row = self.cursor().execute(
-            "SELECT i.id, i.candidate_id, i.shown_left, i.control, i.rank FROM impressions i "
-            "WHERE i.source = ? ORDER BY i.id DESC LIMIT 1", [source]).fetchone()
-        if row is None:
-            return None
-        imp_id, cand, left, control, rank = row
-        if self.cursor().execute("SELECT count(*) FROM effective_labels WHERE candidate_id = ?",
-                                 [cand]).fetchone()[0]:
-            return None
-        sql = (f"WITH s AS ({self._latest_scores_sql()}) SELECT {_SHOWN_COLUMNS} FROM candidates c "
-               f"JOIN prompts p ON p.id = c.prompt_id LEFT JOIN s ON s.candidate_id = c.id WHERE c.id = ?")
-        shown = self._shown_dict(self.cursor().execute(sql, [None, None, cand]).fetchone(), rank)
-        return shown_pair(shown, left=left, control=bool(control), impression_id=int(imp_id))
-
     # ---- labels ----------------------------------------------------------------------------
-
-    def record_label(self, candidate_id: int, outcome: str, *, source: str, shown_left: str | None = None,
-                     latency_ms: int | None = None, impression_id: int | None = None, control: bool = False,
-                     rationale: str | None = None) -> int:
-        """Append a label event and commit it before returning (nothing is lost on a crash)."""
-        row = self.cursor().execute(
-            "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, "
-            "rationale) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, rationale]).fetchone()
-        return int(row[0])
-
-    def undo_last(self, source: str = "human") -> int | None:
-        """Undo this source's newest still-effective label (any depth); returns its candidate id."""
-        with self.transaction() as cur:
-            row = cur.execute(
-                "SELECT l.id, l.candidate_id FROM labels l WHERE l.source = ? AND l.outcome <> 'undo' "
-                "AND NOT EXISTS (SELECT 1 FROM labels u WHERE u.outcome = 'undo' AND u.undoes = l.id) "
-                "ORDER BY l.id DESC LIMIT 1", [source]).fetchone()
-            if row is None:
-                return None
-            cur.execute("INSERT INTO labels (candidate_id, outcome, undoes, source) VALUES (?, 'undo', ?, ?)",
-                        [row[1], row[0], source])
-        return int(row[1])
 
     def label_counts(self) -> dict[str, int]:
         """Effective labels by outcome."""

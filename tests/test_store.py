@@ -68,8 +68,8 @@ def test_undo_any_depth_restores_the_queue(tmp_path):
     for cid, outcome in zip(ids, ["a", "b", "tie"]):
         store.record_label(cid, outcome, source="human", shown_left="a")
     assert store.label_counts() == {"a": 1, "b": 1, "tie": 1}
-    assert store.undo_last() == ids[2]
-    assert store.undo_last() == ids[1]
+    assert store.undo_last() == (ids[2], "a", False)
+    assert store.undo_last() == (ids[1], "a", False)
     assert store.label_counts() == {"a": 1}
     assert store.pool_size() == 3
     # the log keeps every event: 3 labels + 2 undos
@@ -119,3 +119,51 @@ def test_snapshot_serves_readers_while_the_owner_holds_the_file(tmp_path):
     reader = open_reader(tmp_path)
     assert reader.snapshot_age_s is None
     reader.close()
+
+
+def _queue_from_log(store) -> set[tuple]:
+    """What the queue must hold, recomputed from the append-only tables alone."""
+    return set(store.query(
+        "SELECT c.id, c.prompt_id IN (SELECT c2.prompt_id FROM effective_labels e JOIN candidates c2 "
+        "ON c2.id = e.candidate_id), s.adapter_version, s.score FROM candidates c "
+        "JOIN prompts p ON p.id = c.prompt_id AND p.split = 'train' LEFT JOIN (SELECT * FROM scores QUALIFY "
+        "row_number() OVER (PARTITION BY candidate_id ORDER BY adapter_version DESC, scored_at DESC) = 1) s "
+        "ON s.candidate_id = c.id WHERE c.id NOT IN (SELECT candidate_id FROM effective_labels)")[1])
+
+
+def _queue(store) -> set[tuple]:
+    return set(store.query("SELECT candidate_id, prompt_labeled, adapter_version, score FROM queue")[1])
+
+
+def test_queue_always_agrees_with_the_log(tmp_path):
+    import random
+
+    from apl_tui.records import NewCandidate
+    store = make_store(tmp_path, prompts=8)
+    rng = random.Random(7)
+    for step in range(120):
+        ids = [r[0] for r in store.query("SELECT id FROM candidates")[1]]
+        op = rng.choice(["label", "label", "undo", "score", "add"])
+        if op == "label":
+            store.record_label(rng.choice(ids), rng.choice(["a", "b", "tie", "skip"]), source=rng.choice(["h", "o"]))
+        elif op == "undo":
+            store.undo_last(rng.choice(["h", "o"]))
+        elif op == "score":
+            version = rng.randrange(3)
+            store.add_scores([ScoreRow(c, version, "certainty", rng.random()) for c in rng.sample(ids, 3)])
+        else:
+            store.add_candidates([NewCandidate(rng.randrange(1, 9), "x", "y", 0, 0.7, 1.0, 8)])
+        assert _queue(store) == _queue_from_log(store), (step, op)
+
+
+def test_migration_builds_the_queue_from_an_old_log(tmp_path):
+    store = make_store(tmp_path, prompts=4)
+    c = [x["id"] for x in store.candidates()]
+    score_all(store, {c[0]: 0.5, c[1]: 0.9}, version=1)
+    store.record_label(c[1], "a", source="human")
+    expected = _queue(store)
+    store.cursor().execute("DROP TABLE queue")
+    store.cursor().execute("DELETE FROM schema_migrations WHERE version = 3")
+    store.close()
+    again = Store(tmp_path)
+    assert _queue(again) == expected == _queue_from_log(again)

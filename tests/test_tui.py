@@ -143,7 +143,6 @@ async def test_undo_three_times_then_label_again(store: Store) -> None:
         assert screen_of(app).shown is not None
 
 
-@pytest.mark.xfail(strict=True, reason="Engine.undo does not yet make the undone pair the pending one")
 async def test_undo_shows_the_undone_pair_again(store: Store) -> None:
     app = new_app(store)
     async with app.run_test(size=WIDE) as pilot:

@@ -1,0 +1,426 @@
+"""The policy: one causal LM, its tokenizer and (at most) one LoRA adapter.
+
+The reference model π_ref is the same base weights with the adapter disabled, so there is only
+ever one copy of the base weights. Every log-probability in the project (DPO training, certainty
+scores, evaluation) comes from `Policy.sequence_logps_ids`, so they all agree on tokenization,
+masking and EOS handling.
+
+torch, transformers and peft are imported inside methods: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apl_tui.config import GenerationConfig, LoraSettings, ModelConfig
+from apl_tui.errors import ModelError
+from apl_tui.events import ModelLoaded, ProgressSink, ignore
+from apl_tui.models import default_target_modules, load_model, resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+# A stand-in system message used to cut a template's system turn off (see `_render_chat`).
+_SYSTEM_SENTINEL = "APL-SYSTEM-SENTINEL"
+# Seed offset between resampling attempts of identical twins in `generate_pairs`.
+_RESAMPLE_SEED_STEP = 1_000_003
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Silence peft 0.21's use of transformers 5's deprecated `is_gradient_checkpointing` (not ours)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion.
+
+    `token_ids` are the generated ids, including the final EOS id when `eos` is True (padding
+    after EOS excluded). `logp` is Σ log p(token | prefix) over `token_ids` under the raw
+    (temperature 1, unprocessed) distribution of the model that sampled it. `text` is the
+    decoded completion without the EOS token.
+    """
+
+    text: str
+    token_ids: list[int]
+    logp: float
+    eos: bool
+
+
+class Policy:
+    """A causal LM plus an optional LoRA adapter; adapter off is the reference model."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, cfg: ModelConfig, device: str, spec: str) -> None:
+        self.base = model  # the transformers model; never wrapped twice
+        self.model = model  # `base`, or a peft model wrapping it while an adapter is loaded
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.device = device
+        self.spec = spec
+        self.adapter_version = 0
+        """The stored version of the loaded adapter; 0 = none (the reference) or not yet saved."""
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._warned_long: set[str] = set()  # prompts already reported as cut: warn once each
+
+    @classmethod
+    def load(cls, cfg: ModelConfig, cache_dir: Path, *, seed: int = 0, sink: ProgressSink = ignore) -> Policy:
+        """Load the model named by `cfg.spec` (see `apl_tui.models.load_model`)."""
+        started = time.perf_counter()
+        device = resolve_device(cfg.device)
+        model, tokenizer = load_model(cfg.spec, device, cache_dir, trust_remote_code=cfg.trust_remote_code,
+                                      seed=seed, sink=sink)
+        sink(ModelLoaded(spec=cfg.spec, device=device, seconds=time.perf_counter() - started))
+        return cls(model, tokenizer, cfg=cfg, device=device, spec=cfg.spec)
+
+    # --- tokenization -----------------------------------------------------------------------------
+
+    def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of prompts as the model sees them: chat template or raw text, cut from the left.
+
+        Raw prompts get the tokenizer's special tokens (a BOS for Llama-likes). A prompt longer
+        than `cfg.max_prompt_tokens` keeps its last tokens, with a logged warning (once per prompt:
+        training and rescoring encode the same prompts again and again).
+        """
+        if not texts:
+            return []
+        chat = self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None)
+        if chat:
+            rendered = [self._render_chat(t) for t in texts]
+            encoded = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        else:
+            encoded = self.tokenizer(list(texts))["input_ids"]
+        limit = self.cfg.max_prompt_tokens
+        out: list[list[int]] = []
+        for text, ids in zip(texts, encoded):
+            ids = list(ids)
+            if not ids:
+                # The first completion token needs something to condition on.
+                start = self.tokenizer.bos_token_id
+                ids = [start if start is not None else self.tokenizer.eos_token_id]
+            if len(ids) > limit:
+                if text not in self._warned_long:
+                    self._warned_long.add(text)
+                    logger.warning("prompt of %d tokens cut to its last %d (model.max_prompt_tokens): %.40r",
+                                   len(ids), limit, text)
+                ids = ids[-limit:]
+            out.append(ids)
+        return out
+
+    def _render_chat(self, text: str) -> str:
+        """One user turn in the chat template, with `cfg.system_prompt` or no system turn at all.
+
+        Some templates (SmolLM2, Qwen2.5) inject a default system prompt when the first message is
+        not a system one (≈ 20 tokens for SmolLM2). For an empty system prompt we render with a
+        sentinel system turn and cut that turn off, keeping a leading BOS if the template has one.
+        """
+        tok = self.tokenizer
+        user = {"role": "user", "content": text}
+        if self.cfg.system_prompt:
+            msgs = [{"role": "system", "content": self.cfg.system_prompt}, user]
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        system = {"role": "system", "content": _SYSTEM_SENTINEL}
+        try:
+            head = tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
+            full = tok.apply_chat_template([system, user], tokenize=False, add_generation_prompt=True)
+        except Exception as e:  # jinja raises for templates without a system role (e.g. Gemma)
+            logger.debug("chat template without system role (%s); rendering the user turn alone", e)
+            head, full = "", ""
+        if head and _SYSTEM_SENTINEL in head and full.startswith(head):
+            body = full[len(head):]
+            # Keep a BOS that precedes the system turn's markup (Llama-3: "<bos><|start_header_id|>"),
+            # not one that IS the turn marker (ChatML templates whose bos is "<|im_start|>").
+            bos = tok.bos_token
+            marker = body[:body.find("user")] if "user" in body else ""
+            if bos and marker and head.startswith(bos + marker) and not body.startswith(bos):
+                return bos + body
+            return body
+        return tok.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+
+    def encode_completions(self, completions: Sequence[str], eos: Sequence[bool] | None = None) -> list[list[int]]:
+        """Completion ids: `tokenizer(text, add_special_tokens=False)`, plus the EOS id where eos[i]."""
+        if not completions:
+            return []
+        if eos is not None and len(eos) != len(completions):
+            raise ValueError(f"{len(eos)} eos flags for {len(completions)} completions")
+        encoded = self.tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+        flags = eos if eos is not None else [False] * len(completions)
+        return [list(ids) + ([self.tokenizer.eos_token_id] if flag else []) for ids, flag in zip(encoded, flags)]
+
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad id lists: (input_ids, attention_mask), both (B, L) on the policy's device."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+                mask[i, width - len(row):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # --- adapters ---------------------------------------------------------------------------------
+
+    @property
+    def has_adapter(self) -> bool:
+        """True while a LoRA adapter is loaded (trained or not)."""
+        return self.model is not self.base
+
+    def _adapter(self, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+        """Context in which the model is the policy (enabled) or the reference (adapter off)."""
+        if enabled or not self.has_adapter:
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
+    def _rng(self, seed: int) -> contextlib.AbstractContextManager[Any]:
+        """Seed torch inside a forked RNG, so the caller's global random state is untouched."""
+        import torch
+
+        @contextlib.contextmanager
+        def forked() -> Iterator[None]:
+            devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                yield
+
+        return forked()
+
+    def new_adapter(self, lora: LoraSettings, *, seed: int) -> None:
+        """Replace any adapter by a fresh LoRA one (B = 0, so it starts equal to the reference).
+
+        `adapter_version` becomes 0 until the caller saves it with a version.
+        """
+        from peft import LoraConfig, get_peft_model
+
+        self.drop_adapter()
+        targets = list(lora.target_modules) or default_target_modules(self.base)
+        config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=targets, bias="none", task_type="CAUSAL_LM")
+        with self._rng(seed), _quiet_peft():
+            self.model = get_peft_model(self.base, config)
+        self.model.eval()
+        self.adapter_version = 0
+
+    def drop_adapter(self) -> None:
+        """Remove the adapter: the policy becomes the reference again (base weights untouched)."""
+        if self.has_adapter:
+            # unload() swaps the LoRA layers back for the original modules without merging.
+            self.base = self.model.unload()
+            # peft leaves its config on the base model; a later get_peft_model would warn about it.
+            self.base.__dict__.pop("peft_config", None)
+            self.model = self.base
+        self.model.eval()
+        self.adapter_version = 0
+
+    def save_adapter(self, path: Path, version: int | None = None) -> None:
+        """Write the adapter (peft safetensors) to `path` atomically; set `adapter_version` if given.
+
+        The files go to a temporary sibling folder that is renamed into place, so a crash never
+        leaves a half-written version.
+        """
+        if not self.has_adapter:
+            raise ModelError("no adapter to save", hint="train a round first")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.save_pretrained(tmp)
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if version is not None:
+            self.adapter_version = version
+
+    def load_adapter(self, path: Path, version: int) -> None:
+        """Load a saved adapter (trainable, for the continue regime) as `version`."""
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise ModelError(f"cannot load adapter {path}: no adapter_config.json there",
+                             hint="the adapter folder was moved or deleted")
+        self.drop_adapter()
+        try:
+            with _quiet_peft():
+                self.model = PeftModel.from_pretrained(self.base, str(path), is_trainable=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise ModelError(f"cannot load adapter {path}: {e}".splitlines()[0],
+                             hint="was it trained on another base model?") from e
+        self.model.eval()
+        self.adapter_version = version
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The adapter's parameters (the base weights are frozen by peft)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # --- generation -------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], *, n: int, temperature: float, top_p: float = 1.0,
+                 min_new_tokens: int = 0, max_new_tokens: int, seed: int, adapter: bool = True,
+                 batch_size: int = 16) -> list[list[Sample]]:
+        """Sample `n` completions per prompt; result[i] holds prompt i's n samples.
+
+        Prompts go `batch_size` at a time (so `batch_size * n` sequences per call), left-padded.
+        No top-k (HF would otherwise default to 50). `Sample.logp` comes from the raw logits of
+        generation itself at temperature 1 (the entropy estimator's input), whatever `temperature`
+        sampled the tokens. Deterministic for a given seed, batch_size and model.
+        """
+        import torch
+
+        prompt_ids = self.encode_prompts(prompts)
+        eos_id = self.tokenizer.eos_token_id
+        results: list[list[Sample]] = []
+        with self._adapter(adapter), torch.no_grad(), self._rng(seed):
+            for start in range(0, len(prompt_ids), batch_size):
+                rows = [ids for ids in prompt_ids[start:start + batch_size] for _ in range(n)]
+                input_ids, mask = self._left_pad(rows)
+                out = self.model.generate(
+                    input_ids=input_ids, attention_mask=mask, do_sample=True,
+                    temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
+                    min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos_id,
+                    output_logits=True, return_dict_in_generate=True)
+                new = out.sequences[:, input_ids.shape[1]:]  # (R, T)
+                # Raw logits (out.logits), not processed scores: log-probs at T = 1. One step at a
+                # time keeps memory at (R, V) instead of (R, T, V).
+                step_logps = torch.stack([
+                    torch.log_softmax(logits.float(), dim=-1).gather(-1, new[:, t:t + 1]).squeeze(-1)
+                    for t, logits in enumerate(out.logits)], dim=1)  # (R, T)
+                for r in range(0, len(rows), n):
+                    results.append([self._sample(new[r + k], step_logps[r + k], eos_id) for k in range(n)])
+        return results
+
+    def _sample(self, tokens: torch.Tensor, logps: torch.Tensor, eos_id: int) -> Sample:
+        """Cut one generated row at its first EOS (kept) and drop the padding after it."""
+        ids = tokens.tolist()
+        eos = eos_id in ids
+        length = ids.index(eos_id) + 1 if eos else len(ids)
+        ids = ids[:length]
+        text = self.tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=False,
+                                     clean_up_tokenization_spaces=False)
+        return Sample(text=text, token_ids=ids, logp=float(logps[:length].sum()), eos=eos)
+
+    def generate_pairs(self, prompts: Sequence[str], gen: GenerationConfig, *, seed: int,
+                       adapter: bool = True) -> list[tuple[Sample, Sample] | None]:
+        """Two completions per prompt at `gen`'s settings; identical twins resampled twice, then None."""
+        results: list[tuple[Sample, Sample] | None] = [None] * len(prompts)
+        todo = list(range(len(prompts)))
+        for attempt in range(3):
+            if not todo:
+                break
+            samples = self.generate([prompts[i] for i in todo], n=2, temperature=gen.temperature,
+                                    top_p=gen.top_p, min_new_tokens=gen.min_new_tokens,
+                                    max_new_tokens=gen.max_new_tokens, seed=seed + attempt * _RESAMPLE_SEED_STEP,
+                                    adapter=adapter, batch_size=gen.batch_size)
+            again = []
+            for i, (a, b) in zip(todo, samples):
+                if a.text.strip() == b.text.strip():
+                    again.append(i)  # a pair of twins teaches DPO nothing
+                else:
+                    results[i] = (a, b)
+            todo = again
+        if todo:
+            logger.info("dropped %d prompts whose two completions stayed identical", len(todo))
+        return results
+
+    # --- log-probabilities ------------------------------------------------------------------------
+
+    def sequence_logps(self, prompts: Sequence[str], completions: Sequence[str], eos: Sequence[bool] | None = None,
+                       *, adapter: bool = True, grad: bool = False, batch_size: int = 16) -> torch.Tensor:
+        """log π(completion | prompt) per pair, shape (B,): see `sequence_logps_ids`.
+
+        Prompts are encoded by `encode_prompts`; completions by `encode_completions` (EOS id
+        appended where eos[i] is True, so its probability counts).
+        """
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+        return self.sequence_logps_ids(self.encode_prompts(prompts), self.encode_completions(completions, eos),
+                                       adapter=adapter, grad=grad, batch_size=batch_size)
+
+    def reference_logps(self, prompts: Sequence[str], completions: Sequence[str], eos: Sequence[bool] | None = None,
+                        *, batch_size: int = 16) -> torch.Tensor:
+        """`sequence_logps` under the reference model (adapter disabled)."""
+        return self.sequence_logps(prompts, completions, eos, adapter=False, batch_size=batch_size)
+
+    def sequence_logps_ids(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                           *, adapter: bool = True, grad: bool = False, batch_size: int = 16) -> torch.Tensor:
+        """Σ log p(c_t | prompt, c_<t) over each completion's tokens, shape (B,).
+
+        Prompt tokens and padding are excluded; no length normalisation; an empty completion
+        scores 0. Rows are sorted by length before batching (less padding) and returned in the
+        caller's order. grad=False: float32 on the CPU; grad=True: float32 on the model's
+        device, attached to the graph (DPO).
+
+        Example: prompt [5, 6], completion [7, 2] → log p(7 | 5 6) + log p(2 | 5 6 7).
+        """
+        import torch
+
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts for {len(completion_ids)} completions")
+        if not prompt_ids:
+            return torch.zeros(0)
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+        order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(completion_ids[i])))
+        pieces = []
+        grad_mode = torch.enable_grad() if grad else torch.no_grad()
+        with self._adapter(adapter), grad_mode:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                pieces.append(self._batch_logps([list(prompt_ids[i]) for i in idx],
+                                                [list(completion_ids[i]) for i in idx]))
+        sorted_logps = torch.cat(pieces)  # (B,) in `order`
+        inverse = torch.empty(len(order), dtype=torch.long, device=sorted_logps.device)
+        inverse[torch.tensor(order, device=sorted_logps.device)] = torch.arange(len(order), device=sorted_logps.device)
+        logps = sorted_logps[inverse]
+        return logps if grad else logps.detach().float().cpu()
+
+    def _batch_logps(self, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
+        """One forward pass over a left-padded batch; logits only at completion positions."""
+        import torch
+
+        lengths = torch.tensor([len(c) for c in completions], device=self.device)  # (b,)
+        cmax = int(lengths.max())
+        if cmax == 0:
+            return torch.zeros(len(prompts), device=self.device)
+        input_ids, mask = self._left_pad([p + c for p, c in zip(prompts, completions)])  # (b, L)
+        # Explicit positions: with left padding, each row's first real token is position 0.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, L)
+        # The last token is only ever a target, so it is not fed. Left padding puts every
+        # completion at the end of its row, so the last `cmax` outputs predict the last `cmax`
+        # tokens: logits for those positions only (the LM head dominates small models' cost).
+        inputs = {"input_ids": input_ids[:, :-1], "attention_mask": mask[:, :-1],
+                  "position_ids": positions[:, :-1], "use_cache": False}
+        if self._logits_to_keep:
+            logits = self.model(**inputs, logits_to_keep=cmax).logits  # (b, cmax, V)
+        else:
+            logits = self.model(**inputs).logits[:, -cmax:]  # (b, cmax, V)
+        logits = logits.float()  # log-softmax in fp32 even for bf16 models
+        targets = input_ids[:, -cmax:]  # (b, cmax)
+        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (b, cmax)
+        in_completion = torch.arange(cmax, device=self.device) >= (cmax - lengths).unsqueeze(1)  # (b, cmax)
+        # where, not multiply: a fully padded prefix can give NaN logits that 0 * NaN would keep.
+        return torch.where(in_completion, token_logps, torch.zeros_like(token_logps)).sum(-1)  # (b,)

@@ -1,0 +1,203 @@
+"""The label queue: which pair to show next, impressions, labels and undo (a mixin of `Store`).
+
+`queue` holds every unlabeled train candidate with its freshest score. Labels delete from it and
+undo puts back, in the same transaction as the label event, so the queue can never disagree with
+the log. A concurrent rescore may touch the same row: DuckDB then refuses one of the two
+transactions, and it is retried (the work is a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from apl_tui.records import ScoreRow
+
+T = TypeVar("T")
+
+_SHOWN_KEYS = ("candidate_id", "prompt_id", "prompt", "completion_a", "completion_b", "acquisition", "score",
+               "entropy", "reward_a", "reward_b", "p_a", "fallback", "scored_by", "labels_since_scored")
+_SCORE_FIELDS = ("acquisition", "adapter_version", "score", "entropy", "reward_a", "reward_b", "p_a", "fallback")
+_FRESHEST = ("SELECT * FROM scores WHERE candidate_id = ? "
+             "ORDER BY adapter_version DESC, scored_at DESC LIMIT 1")
+
+
+def retry_conflicts(fn: Callable[[], T], attempts: int = 20) -> T:
+    """Run a transaction, retrying when DuckDB reports a write-write conflict with another thread."""
+    import duckdb
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except duckdb.TransactionException as e:
+            if "onflict" not in str(e) or i == attempts - 1:
+                raise
+            time.sleep(0.002 * (i + 1))
+    raise AssertionError("unreachable")
+
+
+class QueueMixin:
+    """Methods of `Store` that read and change the queue; they use `self.cursor()`/`transaction()`."""
+
+    cursor: Callable[[], Any]
+    transaction: Callable[[], Any]
+
+    # ---- writes that keep the queue in step ------------------------------------------------
+
+    def _enqueue_candidates(self, cur: Any, ids: Sequence[int]) -> None:
+        cur.execute(
+            "INSERT INTO queue (candidate_id, prompt_id, prompt_labeled) "
+            "SELECT c.id, c.prompt_id, c.prompt_id IN (SELECT c2.prompt_id FROM effective_labels e "
+            "JOIN candidates c2 ON c2.id = e.candidate_id) FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
+            "WHERE p.split = 'train' AND c.id IN (SELECT unnest(?)) ORDER BY c.id", [list(ids)])
+
+    def add_scores(self, rows: Sequence[ScoreRow]) -> None:
+        """Append one chunk of scores and refresh their queue rows, as one transaction."""
+        if not rows:
+            return
+        values = [(r.candidate_id, r.adapter_version, r.acquisition, r.score, r.entropy, r.reward_a, r.reward_b,
+                   r.p_a, r.fallback) for r in rows]
+        sets = ", ".join(f"{f} = i.{f}" for f in _SCORE_FIELDS)
+
+        def write() -> None:
+            with self.transaction() as cur:
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_scores (candidate_id BIGINT, "
+                            "adapter_version INTEGER, acquisition VARCHAR, score DOUBLE, entropy DOUBLE, "
+                            "reward_a DOUBLE, reward_b DOUBLE, p_a DOUBLE, fallback VARCHAR)")
+                cur.execute("DELETE FROM incoming_scores")
+                cur.executemany("INSERT INTO incoming_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                cur.execute("INSERT INTO scores (candidate_id, adapter_version, acquisition, score, entropy, "
+                            "reward_a, reward_b, p_a, fallback) SELECT * FROM incoming_scores")
+                # Never let an older adapter's score replace a fresher one.
+                cur.execute(f"UPDATE queue SET {sets}, scored_at = current_timestamp FROM incoming_scores i "
+                            "WHERE queue.candidate_id = i.candidate_id AND (queue.adapter_version IS NULL "
+                            "OR i.adapter_version >= queue.adapter_version)")
+                cur.execute("DELETE FROM incoming_scores")
+
+        retry_conflicts(write)
+
+    def record_label(self, candidate_id: int, outcome: str, *, source: str, shown_left: str | None = None,
+                     latency_ms: int | None = None, impression_id: int | None = None, control: bool = False,
+                     rationale: str | None = None) -> int:
+        """Append a label event, committed before returning (nothing is lost on a crash)."""
+
+        def write() -> int:
+            with self.transaction() as cur:
+                row = cur.execute(
+                    "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, "
+                    "control, rationale) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control,
+                     rationale]).fetchone()
+                cur.execute("DELETE FROM queue WHERE candidate_id = ?", [candidate_id])
+                cur.execute("UPDATE queue SET prompt_labeled = true WHERE NOT prompt_labeled AND prompt_id = "
+                            "(SELECT prompt_id FROM candidates WHERE id = ?)", [candidate_id])
+            return int(row[0])
+
+        return retry_conflicts(write)
+
+    def undo_last(self, source: str = "human") -> tuple[int, str | None, bool] | None:
+        """Undo this source's newest effective label (any depth).
+
+        Returns (candidate id, side it was shown on the left, control flag), or None.
+        """
+
+        def write() -> tuple[int, str | None, bool] | None:
+            with self.transaction() as cur:
+                row = cur.execute(
+                    "SELECT l.id, l.candidate_id, l.shown_left, coalesce(l.control, false) FROM labels l "
+                    "WHERE l.source = ? AND l.outcome <> 'undo' AND NOT EXISTS (SELECT 1 FROM labels u "
+                    "WHERE u.outcome = 'undo' AND u.undoes = l.id) ORDER BY l.id DESC LIMIT 1", [source]).fetchone()
+                if row is None:
+                    return None
+                label_id, cand, left, control = row
+                cur.execute("INSERT INTO labels (candidate_id, outcome, undoes, source) VALUES (?, 'undo', ?, ?)",
+                            [cand, label_id, source])
+                still = cur.execute("SELECT count(*) FROM effective_labels WHERE candidate_id = ?",
+                                    [cand]).fetchone()[0]
+                if not still:
+                    self._enqueue_candidates(cur, [cand])
+                    fresh = cur.execute(_FRESHEST, [cand])
+                    srow = fresh.fetchone()
+                    if srow is not None:
+                        s = dict(zip([d[0] for d in fresh.description], srow))
+                        cur.execute(f"UPDATE queue SET {', '.join(f'{f} = ?' for f in _SCORE_FIELDS)}, "
+                                    "scored_at = ? WHERE candidate_id = ?",
+                                    [s[f] for f in _SCORE_FIELDS] + [s["scored_at"], cand])
+                cur.execute("UPDATE queue SET prompt_labeled = (prompt_id IN (SELECT c.prompt_id FROM "
+                            "effective_labels e JOIN candidates c ON c.id = e.candidate_id)) WHERE prompt_id = "
+                            "(SELECT prompt_id FROM candidates WHERE id = ?)", [cand])
+            return int(cand), left, bool(control)
+
+        return retry_conflicts(write)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def pool_size(self, *, exclude_labeled_prompts: bool = True) -> int:
+        """Unlabeled train candidates ready to show."""
+        return int(self.cursor().execute("SELECT count(*) FROM queue WHERE NOT (prompt_labeled AND ?)",
+                                         [exclude_labeled_prompts]).fetchone()[0])
+
+    def unscored_ids(self, adapter_version: int, acquisition: str) -> list[int]:
+        """Queued candidates whose freshest score is not by this adapter and function."""
+        rows = self.cursor().execute(
+            "SELECT candidate_id FROM queue WHERE NOT prompt_labeled AND (adapter_version IS DISTINCT FROM ? "
+            "OR acquisition IS DISTINCT FROM ?) ORDER BY candidate_id", [adapter_version, acquisition]).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def shown(self, candidate_id: int, rank: int | None = None) -> dict[str, Any] | None:
+        """A candidate with texts, its freshest score and staleness (labels since it was scored)."""
+        row = self.cursor().execute(
+            "SELECT c.id, c.prompt_id, p.text, c.completion_a, c.completion_b, s.acquisition, s.score, s.entropy, "
+            "s.reward_a, s.reward_b, s.p_a, s.fallback, s.adapter_version, "
+            "(SELECT count(*) FROM labels l WHERE l.outcome <> 'undo' AND l.created_at > s.scored_at) "
+            f"FROM candidates c JOIN prompts p ON p.id = c.prompt_id LEFT JOIN ({_FRESHEST}) s ON true "
+            "WHERE c.id = ?", [candidate_id, candidate_id]).fetchone()
+        if row is None:
+            return None
+        d = dict(zip(_SHOWN_KEYS, row))
+        d["rank"] = rank
+        return d
+
+    def best_unlabeled(self, acquisition: str | None = None, *, exclude_labeled_prompts: bool = True,
+                       exclude: Iterable[int] = ()) -> dict[str, Any] | None:
+        """The best queued candidate: scores of `acquisition` by the newest adapter first, then highest.
+
+        A fresher adapter's scores always outrank stale ones, so a partial rescore is used at once;
+        unscored candidates (and other functions' scores) come last, in insertion order.
+        """
+        row = self.cursor().execute(
+            "SELECT candidate_id FROM queue WHERE NOT (prompt_labeled AND ?) "
+            "AND candidate_id NOT IN (SELECT unnest(?::BIGINT[])) ORDER BY "
+            "CASE WHEN ? IS NULL OR acquisition = ? THEN adapter_version END DESC NULLS LAST, "
+            "CASE WHEN ? IS NULL OR acquisition = ? THEN score END DESC NULLS LAST, candidate_id LIMIT 1",
+            [exclude_labeled_prompts, list(exclude)] + [acquisition] * 4).fetchone()
+        return self.shown(int(row[0]), rank=1) if row else None
+
+    def random_unlabeled(self, seed: int, *, exclude_labeled_prompts: bool = True) -> dict[str, Any] | None:
+        """A uniformly random queued candidate (the control arm), reproducible for a seed."""
+        row = self.cursor().execute(
+            "SELECT candidate_id FROM queue WHERE NOT (prompt_labeled AND ?) "
+            "ORDER BY hash(candidate_id, ?) LIMIT 1", [exclude_labeled_prompts, seed]).fetchone()
+        return self.shown(int(row[0])) if row else None
+
+    def record_impression(self, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
+        """Log that a pair was put in front of a labeler; returns the impression id."""
+        row = self.cursor().execute(
+            "INSERT INTO impressions (candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
+            "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [shown["candidate_id"], left, control, shown["acquisition"], shown["score"], shown["rank"],
+             shown["scored_by"], source]).fetchone()
+        return int(row[0])
+
+    def pending_impression(self, source: str = "human") -> tuple[dict[str, Any], str, bool, int] | None:
+        """The pair last shown to this source if still unlabeled: (shown, left, control, impression id)."""
+        row = self.cursor().execute(
+            "SELECT i.id, i.candidate_id, i.shown_left, i.control, i.rank FROM impressions i "
+            "WHERE i.source = ? ORDER BY i.id DESC LIMIT 1", [source]).fetchone()
+        if row is None:
+            return None
+        imp_id, cand, left, control, rank = row
+        if not self.cursor().execute("SELECT count(*) FROM queue WHERE candidate_id = ?", [cand]).fetchone()[0]:
+            return None
+        return self.shown(cand, rank), left, bool(control), int(imp_id)
