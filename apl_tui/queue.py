@@ -146,16 +146,22 @@ class QueueMixin:
         return [int(r[0]) for r in rows]
 
     def shown(self, candidate_id: int, rank: int | None = None) -> dict[str, Any] | None:
-        """A candidate with texts, its freshest score and staleness (labels since it was scored)."""
-        row = self.cursor().execute(
-            "SELECT c.id, c.prompt_id, p.text, c.completion_a, c.completion_b, s.acquisition, s.score, s.entropy, "
-            "s.reward_a, s.reward_b, s.p_a, s.fallback, s.adapter_version, "
-            "(SELECT count(*) FROM labels l WHERE l.outcome <> 'undo' AND l.created_at > s.scored_at) "
-            f"FROM candidates c JOIN prompts p ON p.id = c.prompt_id LEFT JOIN ({_FRESHEST}) s ON true "
-            "WHERE c.id = ?", [candidate_id, candidate_id]).fetchone()
-        if row is None:
+        """A candidate with texts, its freshest score (if queued) and staleness (labels since scored)."""
+        cur = self.cursor()
+        # Three primary-key lookups: a join here would scan whole tables (≈ 5 ms at 1M candidates).
+        cand = cur.execute("SELECT id, prompt_id, completion_a, completion_b FROM candidates WHERE id = ?",
+                           [candidate_id]).fetchone()
+        if cand is None:
             return None
-        d = dict(zip(_SHOWN_KEYS, row))
+        prompt = cur.execute("SELECT text FROM prompts WHERE id = ?", [cand[1]]).fetchone()[0]
+        q = cur.execute("SELECT acquisition, score, entropy, reward_a, reward_b, p_a, fallback, adapter_version, "
+                        "scored_at FROM queue WHERE candidate_id = ?", [candidate_id]).fetchone()
+        q = q or (None,) * 9
+        since = None
+        if q[8] is not None:
+            since = cur.execute("SELECT count(*) FROM labels WHERE outcome <> 'undo' AND created_at > ?",
+                                [q[8]]).fetchone()[0]
+        d = dict(zip(_SHOWN_KEYS, (cand[0], cand[1], prompt, cand[2], cand[3], *q[:8], since)))
         d["rank"] = rank
         return d
 
@@ -163,16 +169,30 @@ class QueueMixin:
                        exclude: Iterable[int] = ()) -> dict[str, Any] | None:
         """The best queued candidate: scores of `acquisition` by the newest adapter first, then highest.
 
-        A fresher adapter's scores always outrank stale ones, so a partial rescore is used at once;
-        unscored candidates (and other functions' scores) come last, in insertion order.
+        A fresher adapter's scores always outrank stale ones, so a partial rescore is used at once.
+        Candidates without such a score (just generated, or scored by another function) come after
+        every scored one, oldest first.
         """
+        # Filters are added only when they filter: each costs a pass over the column (≈ 1 ms at 1M),
+        # and two narrow top-1 scans beat one ORDER BY over CASE expressions (≈ 3.5 vs 6 ms).
+        where, params = ["true"], []
+        if exclude_labeled_prompts:
+            where.append("NOT prompt_labeled")
+        excluded = list(exclude)
+        if excluded:
+            where.append("candidate_id NOT IN (SELECT unnest(?::BIGINT[]))")
+            params.append(excluded)
+        common = " AND ".join(where)
+        scored = "acquisition = ?" if acquisition is not None else "score IS NOT NULL"
         row = self.cursor().execute(
-            "SELECT candidate_id FROM queue WHERE NOT (prompt_labeled AND ?) "
-            "AND candidate_id NOT IN (SELECT unnest(?::BIGINT[])) ORDER BY "
-            "CASE WHEN ? IS NULL OR acquisition = ? THEN adapter_version END DESC NULLS LAST, "
-            "CASE WHEN ? IS NULL OR acquisition = ? THEN score END DESC NULLS LAST, candidate_id LIMIT 1",
-            [exclude_labeled_prompts, list(exclude)] + [acquisition] * 4).fetchone()
-        return self.shown(int(row[0]), rank=1) if row else None
+            f"SELECT candidate_id FROM queue WHERE {common} AND {scored} "
+            "ORDER BY adapter_version DESC, score DESC, candidate_id LIMIT 1",
+            params + ([acquisition] if acquisition is not None else [])).fetchone()
+        if row is None:
+            row = self.cursor().execute(f"SELECT min(candidate_id) FROM queue WHERE {common}", params).fetchone()
+            if row is None or row[0] is None:
+                return None
+        return self.shown(int(row[0]), rank=1)
 
     def random_unlabeled(self, seed: int, *, exclude_labeled_prompts: bool = True) -> dict[str, Any] | None:
         """A uniformly random queued candidate (the control arm), reproducible for a seed."""
