@@ -138,7 +138,10 @@ def train_dpo(policy: Policy, pairs: Sequence[Pair], ref_chosen: Sequence[float]
                 metrics["epoch"] = epoch + 1
                 history.append(metrics)
                 epoch_losses.append(metrics["loss"])
-                if (not warned and step >= STUCK_AFTER and abs(metrics["rewards/margins"]) < STUCK_MARGIN
+                # Only from the second epoch on: in the first, every batch is unseen and LoRA starts
+                # at B = 0, so margins near zero are expected until the adapter generalises.
+                if (not warned and epoch >= 1 and step >= STUCK_AFTER
+                        and abs(metrics["rewards/margins"]) < STUCK_MARGIN
                         and abs(metrics["loss"] - _stuck_value(cfg)) <= STUCK_LOSS_TOL):
                     warned = True
                     sink(WarningRaised(

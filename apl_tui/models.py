@@ -79,6 +79,10 @@ def load_model(
     Raises `ModelError` (one line, with a hint) for anything a user can get wrong: a missing
     folder, an unknown hub id without network, a model that is not a causal LM.
     """
+    from transformers.utils import logging as hf_logging
+
+    # Our own progress events say what is happening; tqdm bars would scribble over the TUI.
+    hf_logging.disable_progress_bar()
     device = resolve_device(device)
     dtype = _dtype_for(device)
     cache_dir = Path(cache_dir)
@@ -191,6 +195,8 @@ def _smollm2(cache_dir: Path, sink: ProgressSink) -> tuple[Any, Any]:
             tok.save_pretrained(folder_)
 
         _atomic_save(target, save)
+        # Point the model at its cache, as a later load would: peft reads the base config from here.
+        clean.name_or_path = clean.config._name_or_path = str(target)
         sink(StepProgressed(phase="converting", done=3, total=3))
         logger.info("converted SmolLM2 in %.1f s", time.perf_counter() - started)
         return clean, tok

@@ -1,0 +1,157 @@
+"""DPO step: our `train_dpo` against TRL's `DPOTrainer`, same model, pairs, LoRA and batch size.
+
+Both train LoRA r=8 (α=16, no dropout) on the architecture's q/v projections, 8 pairs per
+optimizer step, AdamW at a constant 5e-4, gradients clipped at 1. Ours reads the reference
+log-probs from a cache (computed once, as the store does when a pair is generated); TRL's
+default with PEFT recomputes them each step with the adapter disabled (precompute_ref_log_probs
+left at its default). TRL's own defaults that would only slow it down here are turned off:
+gradient checkpointing, and bf16 on the CPU. Steps are timed between consecutive optimizer-step
+callbacks, the first step of each block dropped, the two trainers alternating block by block.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from apl_tui.bench.machine import TRAIN_FLOPS_FACTOR
+from apl_tui.bench.timing import Stat, synchronizer
+from apl_tui.bench.workload import BenchContext, forward_flops, make_pairs
+from apl_tui.records import Pair
+
+BATCH = 8
+"""Pairs per optimizer step (the project's default train.batch_size)."""
+TRL_MISSING = "n/a (pip install 'apl-tui[bench]')"
+
+
+def _intervals(stamps: list[float]) -> list[float]:
+    """Seconds between consecutive step ends: the first step of a block (warm-up) is dropped."""
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+class _Ours:
+    """Blocks of `train_dpo` steps on the bench policy's adapter (restored afterwards)."""
+
+    def __init__(self, ctx: BenchContext, pairs: list[Pair]) -> None:
+        from apl_tui.config import TrainConfig
+
+        self.policy = ctx.policy
+        self.pairs = pairs
+        self.sync = synchronizer(ctx.device)
+        prompts = [p.prompt for p in pairs]
+        self.ref_c = self.policy.reference_logps(prompts, [p.chosen for p in pairs], [True] * len(pairs)).tolist()
+        self.ref_r = self.policy.reference_logps(prompts, [p.rejected for p in pairs], [True] * len(pairs)).tolist()
+        self.cfg = TrainConfig(epochs=1, batch_size=BATCH, learning_rate=5e-4, warmup_steps=0, seed=ctx.opts.seed)
+
+    def block(self) -> list[float]:
+        from apl_tui.dpo import train_dpo
+
+        stamps: list[float] = []
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            self.sync()
+            stamps.append(time.perf_counter())
+
+        train_dpo(self.policy, self.pairs, self.ref_c, self.ref_r, self.cfg, on_step=on_step)
+        return _intervals(stamps)
+
+
+def _trl_runner(ctx: BenchContext, pairs: list[Pair], folder: str) -> Callable[[], list[float]] | None:
+    """A function running one block of TRL steps, or None when TRL is not installed."""
+    try:
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import TrainerCallback
+        from trl import DPOConfig, DPOTrainer
+    except ImportError:
+        return None
+    import torch
+
+    from apl_tui.models import default_target_modules, load_model
+
+    model, tokenizer = load_model(ctx.opts.model, ctx.device, ctx.opts.cache_dir, seed=ctx.opts.seed)
+    sync = synchronizer(ctx.device)
+    stamps: list[float] = []
+
+    class StepTimer(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            sync()
+            stamps.append(time.perf_counter())
+
+    gpu = ctx.device.startswith("cuda")
+    args = DPOConfig(
+        output_dir=folder, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+        max_steps=len(pairs) // BATCH, learning_rate=5e-4, lr_scheduler_type="constant", warmup_steps=0,
+        max_grad_norm=1.0, beta=0.1, report_to=[], logging_steps=10**6, save_strategy="no", eval_strategy="no",
+        disable_tqdm=True, use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(), fp16=False,
+        gradient_checkpointing=False, dataloader_num_workers=0, dataloader_pin_memory=gpu, seed=ctx.opts.seed)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=default_target_modules(model),
+                      bias="none", task_type="CAUSAL_LM")
+    data = Dataset.from_dict({"prompt": [p.prompt for p in pairs], "chosen": [p.chosen for p in pairs],
+                              "rejected": [p.rejected for p in pairs]})
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=lora, callbacks=[StepTimer()])
+
+    def block() -> list[float]:
+        stamps.clear()
+        trainer.train()
+        return _intervals(stamps)
+
+    return block
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """Pairs/s of both trainers, their ratio, and our step's achieved FLOP/s."""
+    import torch
+
+    sizes = ctx.sizes
+    pairs = make_pairs(ctx.policy.tokenizer, sizes.dpo_steps * BATCH, seed=ctx.opts.seed + 1)
+    pairs = [Pair(p.prompt, p.chosen, p.rejected, chosen_eos=True, rejected_eos=True) for p in pairs]
+    saved = {n: p.detach().clone() for n, p in ctx.policy.model.named_parameters() if p.requires_grad}
+    ours = _Ours(ctx, pairs)
+    with tempfile.TemporaryDirectory(prefix="apl-bench-trl-") as folder:
+        ctx.log(f"dpo: {sizes.dpo_rounds} blocks of {sizes.dpo_steps} steps, ours vs TRL")
+        trl = _trl_runner(ctx, pairs, folder)
+        contenders: dict[str, Callable[[], list[float]]] = {"ours": ours.block}
+        if trl is not None:
+            contenders["trl"] = trl
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        names = list(contenders)
+        for r in range(sizes.warmup + sizes.dpo_rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                steps = contenders[name]()
+                if r >= sizes.warmup:
+                    times[name] += steps
+    with torch.no_grad():
+        for n, p in ctx.policy.model.named_parameters():
+            if n in saved:
+                p.copy_(saved[n])
+    t_ours = Stat.of(times["ours"])
+    # Per step: the policy pass over 8 chosen + 8 rejected sequences (reference cached).
+    policy = ctx.policy
+    prompt_ids = policy.encode_prompts([p.prompt for p in pairs])
+    comp = policy.encode_completions([p.chosen for p in pairs] + [p.rejected for p in pairs], [True] * 2 * len(pairs))
+    completion_tokens = sum(len(c) for c in comp)
+    tokens = 2 * sum(len(p) for p in prompt_ids) + completion_tokens
+    steps = len(pairs) // BATCH
+    flops = TRAIN_FLOPS_FACTOR * forward_flops(ctx.size(), tokens, completion_tokens) / steps
+    out: dict[str, Any] = {
+        "dpo_pairs_per_s": BATCH / t_ours.median,
+        "dpo_step_s": t_ours.to_dict(),
+        "dpo_step_flops": flops,
+        "dpo_step_gflops_per_s": flops / t_ours.median / 1e9,
+        "dpo_trl_pairs_per_s": None,
+        "dpo_step_speedup_vs_trl": None,
+    }
+    if "trl" in times:
+        t_trl = Stat.of(times["trl"])
+        import trl as trl_module
+
+        out.update({"dpo_trl_pairs_per_s": BATCH / t_trl.median, "dpo_trl_step_s": t_trl.to_dict(),
+                    "dpo_step_speedup_vs_trl": t_trl.median / t_ours.median,
+                    "dpo_trl_version": trl_module.__version__})
+    else:
+        out["dpo_trl_note"] = TRL_MISSING
+    return out
