@@ -122,3 +122,59 @@ def test_kill_9_during_run_loses_nothing(tmp_path, model_cache, tiny_model):
     assert rows == (12, 12)
     versions = [r[0] for r in store.query("SELECT version FROM adapters ORDER BY 1")[1]]
     assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 2
+
+
+def test_cached_reference_logps_equal_recomputed_ones(tmp_path, fresh_policy):
+    cfg = small_config()
+    store = make_store(tmp_path, cfg)
+    engine = Engine(store, cfg, policy=fresh_policy())
+    engine.refill(target=6)
+    cands = store.candidates()
+    prompts = [c["prompt"] for c in cands]
+    fresh_a = engine.policy.reference_logps(prompts, [c["completion_a"] for c in cands], [c["eos_a"] for c in cands])
+    fresh_b = engine.policy.reference_logps(prompts, [c["completion_b"] for c in cands], [c["eos_b"] for c in cands])
+    assert len(cands) >= 5
+    for c, a, b in zip(cands, fresh_a.tolist(), fresh_b.tolist()):
+        assert abs(c["ref_logp_a"] - a) < 1e-4 and abs(c["ref_logp_b"] - b) < 1e-4
+
+
+def test_cancelled_round_leaves_no_adapter_version(tmp_path, fresh_policy):
+    from apl_tui.events import TrainStepDone
+
+    cfg = small_config()
+    store = make_store(tmp_path, cfg)
+    engine = Engine(store, cfg, policy=fresh_policy())
+    engine.refill(target=8)
+    for _ in range(6):
+        shown = engine.next_pair()
+        engine.record_label(shown, "a" if shown.candidate_id % 2 else "b")
+    cancel = threading.Event()
+
+    def sink(event):
+        if isinstance(event, TrainStepDone) and event.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.train(sink, cancel)
+    assert store.latest_adapter() is None
+    assert not any((tmp_path / "adapters").iterdir())
+    assert engine.policy.adapter_version == 0 and not engine.policy.has_adapter
+    info = engine.train()  # the round is simply redone
+    assert info.version == 1 and store.latest_adapter()["version"] == 1
+
+
+def test_continue_regime_trains_new_labels_plus_replay(tmp_path, fresh_policy):
+    cfg = small_config().replace("train", regime="continue", replay=2)
+    store = make_store(tmp_path, cfg)
+    engine = Engine(store, cfg, policy=fresh_policy())
+    run_loop(engine, build_oracle("vader"), budget=12)
+    rows = store.query("SELECT version, parent, regime, labels_used, manifest FROM adapters ORDER BY 1")[1]
+    assert [r[2] for r in rows][:1] == ["reset"] and all(r[2] == "continue" for r in rows[1:])
+    assert all(r[1] == r[0] - 1 for r in rows[1:])
+    import json
+    for (_, _, _, used, manifest), (_, _, _, _, previous) in zip(rows[1:], rows):
+        m, p = json.loads(manifest), json.loads(previous)
+        new = set(m["label_ids"]) - set(p["label_ids"])
+        assert new <= set(m["trained_on"])
+        assert len(set(m["trained_on"]) - new) <= 2  # the replay sample
+        assert used == len(m["trained_on"])
