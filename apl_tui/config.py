@@ -41,9 +41,12 @@ class ModelConfig:
         "wrap prompts in the tokenizer's chat template (off: continue the raw text, the IMDB task)"))
     max_prompt_tokens: int = field(default=64, metadata=_help("longer prompts are cut from the left, with a warning"))
     trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the model folder"))
+    threads: int = field(default=0, metadata=_help(
+        "CPU threads for torch; 0: all cores in batch commands, all but one in the labeling app"))
 
     def __post_init__(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda")
+        _check(self.threads >= 0, "model.threads", "must be 0 (auto) or more")
         _check(self.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be at least 1")
 
 

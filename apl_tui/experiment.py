@@ -97,7 +97,7 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
     from apl_tui.policy import Policy
     from apl_tui.store import Store
 
-    out = Path(output or exp.output)
+    out = Path(output) if output else exp.path(exp.output)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     train = read_prompts(exp.path(exp.train_file))[: exp.train_prompts]
     test = read_prompts(exp.path(exp.test_file))[: exp.test_prompts]

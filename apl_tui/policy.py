@@ -82,6 +82,12 @@ class Policy:
     def load(cls, cfg: ModelConfig, cache_dir: Path, *, seed: int = 0, sink: ProgressSink = ignore) -> Policy:
         """Load the model named by `cfg.spec` (see `apl_tui.models.load_model`)."""
         started = time.perf_counter()
+        if cfg.threads > 0:
+            import torch
+
+            # torch's threads spin while waiting: more threads than free cores collapses
+            # throughput (measured 60× on a tiny model with the other core busy).
+            torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
         model, tokenizer = load_model(cfg.spec, device, cache_dir, trust_remote_code=cfg.trust_remote_code,
                                       seed=seed, sink=sink)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+
+# One torch thread: the tiny test model gains nothing from two, and two threads spinning on a
+# busy 2-core machine slow everything down many times over. Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

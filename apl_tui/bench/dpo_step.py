@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -61,12 +62,13 @@ class _Ours:
 def _trl_runner(ctx: BenchContext, pairs: list[Pair], folder: str) -> Callable[[], list[float]] | None:
     """A function running one block of TRL steps, or None when TRL is not installed."""
     try:
-        from datasets import Dataset
+        import datasets
         from peft import LoraConfig
-        from transformers import TrainerCallback
+        from transformers import PrinterCallback, TrainerCallback
         from trl import DPOConfig, DPOTrainer
     except ImportError:
         return None
+    datasets.disable_progress_bars()  # stderr is for the bench's own progress lines
     import torch
 
     from apl_tui.models import default_target_modules, load_model
@@ -81,6 +83,8 @@ def _trl_runner(ctx: BenchContext, pairs: list[Pair], folder: str) -> Callable[[
             stamps.append(time.perf_counter())
 
     gpu = ctx.device.startswith("cuda")
+    # transformers 5 renames gradient checkpointing; TRL 1.16 still uses the old names (not ours to fix).
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
     args = DPOConfig(
         output_dir=folder, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
         max_steps=len(pairs) // BATCH, learning_rate=5e-4, lr_scheduler_type="constant", warmup_steps=0,
@@ -89,10 +93,11 @@ def _trl_runner(ctx: BenchContext, pairs: list[Pair], folder: str) -> Callable[[
         gradient_checkpointing=False, dataloader_num_workers=0, dataloader_pin_memory=gpu, seed=ctx.opts.seed)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=default_target_modules(model),
                       bias="none", task_type="CAUSAL_LM")
-    data = Dataset.from_dict({"prompt": [p.prompt for p in pairs], "chosen": [p.chosen for p in pairs],
-                              "rejected": [p.rejected for p in pairs]})
+    data = datasets.Dataset.from_dict({"prompt": [p.prompt for p in pairs], "chosen": [p.chosen for p in pairs],
+                                       "rejected": [p.rejected for p in pairs]})
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=lora, callbacks=[StepTimer()])
+    trainer.remove_callback(PrinterCallback)  # it prints each run's summary to stdout, where the table goes
 
     def block() -> list[float]:
         stamps.clear()
@@ -119,11 +124,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             contenders["trl"] = trl
         times: dict[str, list[float]] = {name: [] for name in contenders}
         names = list(contenders)
-        for r in range(sizes.warmup + sizes.dpo_rounds):
+        for r in range(sizes.dpo_rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                steps = contenders[name]()
-                if r >= sizes.warmup:
-                    times[name] += steps
+                times[name] += contenders[name]()
     with torch.no_grad():
         for n, p in ctx.policy.model.named_parameters():
             if n in saved:

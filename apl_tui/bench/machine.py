@@ -27,7 +27,8 @@ def matmul_peak(device: str, dtype: Any, *, repeats: int) -> dict[str, Any]:
     square = 8192 if gpu else 2048
     rows = 12_800 * (8 if gpu else 1)
     shapes = {"square": (square, square, square), "mlp": (rows, 576, 1536)}
-    operands = {name: (torch.randn(m, k, generator=gen).to(device, dtype), torch.randn(k, n, generator=gen).to(device, dtype))
+    operands = {name: (torch.randn(m, k, generator=gen).to(device, dtype),
+                       torch.randn(k, n, generator=gen).to(device, dtype))
                 for name, (m, k, n) in shapes.items()}
 
     def product(name: str) -> Any:

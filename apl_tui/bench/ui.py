@@ -62,6 +62,28 @@ async def _session(store: Any, labels: int) -> list[float]:
     return times
 
 
+def engine_breakdown(store: Any, cycles: int = 30) -> dict[str, float]:
+    """Median ms of the engine calls one label makes on the UI thread (no Textual): where the time goes."""
+    from apl_tui.bench.timing import Stat
+    from apl_tui.engine import Engine
+
+    engine = Engine(store)
+    parts: dict[str, list[float]] = {"record_label": [], "next_pair": [], "status": []}
+    shown = engine.next_pair()
+    for _ in range(cycles):
+        t0 = time.perf_counter()
+        engine.record_label(shown, "a")  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        shown = engine.next_pair()
+        t2 = time.perf_counter()
+        engine.status()
+        t3 = time.perf_counter()
+        parts["record_label"].append(t1 - t0)
+        parts["next_pair"].append(t2 - t1)
+        parts["status"].append(t3 - t2)
+    return {f"ui_engine_{name}_ms": Stat.of(v).median * 1000 for name, v in parts.items()}
+
+
 class _Trainer(threading.Thread):
     """DPO steps on the bench policy, over and over, until stopped (its adapter restored after)."""
 
@@ -115,6 +137,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 if phase == "training":
                     trainer = _Trainer(ctx, make_pairs(ctx.policy.tokenizer, 8, seed=ctx.opts.seed + 2))
                     trainer.start()
+                else:
+                    out.update(engine_breakdown(store))
                 ctx.log(f"ui: {labels} labels, {phase}")
                 times = asyncio.run(_session(store, labels))
             finally:

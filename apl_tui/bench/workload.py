@@ -36,6 +36,7 @@ class BenchSizes:
     batch_size: int = field(default=16, metadata={"help": "sequences per forward pass (ours)"})
     dpo_steps: int = field(default=4, metadata={"help": "optimizer steps per timed block (first dropped)"})
     dpo_rounds: int = field(default=3, metadata={"help": "timed blocks per trainer, alternating"})
+    # No warm-up block for DPO: the first step of every block is dropped already.
     entropy_prompts: int = field(default=16, metadata={"help": "prompts per entropy estimate"})
     entropy_samples: int = field(default=4, metadata={"help": "N samples per prompt"})
     entropy_tokens: int = field(default=16, metadata={"help": "sample horizon in tokens"})
@@ -59,8 +60,8 @@ class BenchSizes:
     @classmethod
     def quick(cls) -> BenchSizes:
         """Under two minutes on tiny-random: fewer pairs and repeats, 60 labels (the 1M store builds in ≈ 5 s)."""
-        return cls(warmup=1, repeats=3, scoring_pairs=16, dpo_steps=3, dpo_rounds=2, entropy_prompts=8,
-                   ui_labels=60, store_repeats=20, process_runs=3, memory_steps=2)
+        return cls(warmup=1, repeats=3, scoring_pairs=8, dpo_steps=2, dpo_rounds=2, entropy_prompts=4,
+                   entropy_tokens=8, ui_labels=60, store_repeats=20, process_runs=3, memory_steps=2)
 
 
 @dataclass(frozen=True)
@@ -100,24 +101,31 @@ def make_pairs(tokenizer: Any, n: int, *, seed: int) -> list[Pair]:
 
 
 def load_policy(opts: BenchOptions) -> Policy:
-    """The model under test with a LoRA adapter whose B weights are random (policy ≠ reference).
-
-    A fresh adapter has B = 0 and scores exactly like the reference, which would hide a
-    policy/reference mix-up in the comparisons; small random B weights make them differ.
-    """
-    import torch
-
-    from apl_tui.config import LoraSettings, ModelConfig
+    """The model under test, with a LoRA adapter made to differ from the reference (see below)."""
+    from apl_tui.config import ModelConfig
     from apl_tui.policy import Policy
 
     policy = Policy.load(ModelConfig(spec=opts.model, device=opts.device), opts.cache_dir, seed=opts.seed)
-    policy.new_adapter(LoraSettings(r=8, alpha=16, dropout=0.0), seed=opts.seed)
-    gen = torch.Generator().manual_seed(opts.seed)
+    perturbed_adapter(policy, seed=opts.seed)
+    return policy
+
+
+def perturbed_adapter(policy: Policy, *, seed: int) -> None:
+    """Give the policy a fresh LoRA adapter (r=8, α=16, q/v) whose B weights are small and random.
+
+    A fresh adapter has B = 0 and scores exactly like the reference, which would hide a
+    policy/reference mix-up in the comparisons; random B weights make the two differ.
+    """
+    import torch
+
+    from apl_tui.config import LoraSettings
+
+    policy.new_adapter(LoraSettings(r=8, alpha=16, dropout=0.0), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    return policy
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def experiment(
     from apl_tui.experiment import ExperimentConfig, labels_to_match, plot, run_experiment, summarise
 
     exp = ExperimentConfig.load(config)
-    folder = Path(output or exp.output)
+    folder = Path(output) if output else exp.path(exp.output)
     if report_only:
         import csv
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ def run_app(engine: Any, *, start_worker: bool = True) -> None:
     from apl_tui.tui.app import LabelApp
 
     store = engine.store
+    if engine.config.model.threads == 0:
+        # Leave a core to the interface: torch's spinning threads would otherwise starve it.
+        engine.config = engine.config.replace("model", threads=max(1, (os.cpu_count() or 2) - 1))
     try:
         LabelApp(engine, store, engine.config, start_worker=start_worker).run()
         status = engine.status()
