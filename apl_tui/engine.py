@@ -109,26 +109,25 @@ class Engine:
             self.store.record_impression(shown, left=left or "a", control=control, source=source)
         return cand
 
-    def _last_clock(self) -> tuple[dict[str, Any] | None, int]:
-        latest = self.store.latest_adapter()
-        clock = json.loads(latest["manifest"]).get("label_clock", 0) if latest else 0
-        return latest, int(clock)
+    def round_due(self, state: dict[str, Any] | None = None) -> tuple[bool, int, int]:
+        """(due, labels since the last round, labels that trigger the next one).
 
-    def round_due(self) -> tuple[bool, int, int]:
-        """(due, labels since the last round, labels that trigger the next one)."""
-        latest, clock = self._last_clock()
-        since = self.store.label_events() - clock
-        need = self.config.loop.round_size if latest else self.config.acquisition.warmup_labels
-        has_pairs = bool(self.store.label_counts().get("a", 0) + self.store.label_counts().get("b", 0))
-        return since >= need and has_pairs, since, need
+        The first round comes after `warmup_labels` labels, later ones every `round_size`; a round
+        needs at least one a/b label to learn from.
+        """
+        state = state or self.store.loop_state()
+        since = state["label_events"] - state["label_clock"]
+        need = self.config.loop.round_size if state["adapter_version"] else self.config.acquisition.warmup_labels
+        return since >= need and state["preference_labels"] > 0, since, need
 
     def status(self) -> EngineStatus:
-        _, since, need = self.round_due()
-        latest = self.store.latest_adapter()
+        """Counts for a status line (one small query)."""
+        state = self.store.loop_state()
+        _, since, need = self.round_due(state)
         return EngineStatus(
-            labels_total=sum(self.store.label_counts().values()), labels_session=self._session_labels,
-            pool_size=self.store.pool_size(), adapter_version=int(latest["version"]) if latest else 0,
-            labels_since_round=since, round_due_at=need, policy_loaded=self.policy is not None)
+            labels_total=state["labels"], labels_session=self._session_labels, pool_size=state["pool"],
+            adapter_version=state["adapter_version"], labels_since_round=since, round_due_at=need,
+            policy_loaded=self.policy is not None)
 
     # ---- heavy: one at a time --------------------------------------------------------------
 

@@ -23,6 +23,11 @@ READ_STATEMENTS = ("SELECT", "EXPLAIN")
 
 def write_snapshot(store: Any) -> Path:
     """Copy every table to Parquet under `store/snapshot`, swapped in whole (never half-written)."""
+    with store.snapshot_lock:
+        return _write_snapshot(store)
+
+
+def _write_snapshot(store: Any) -> Path:
     final = store.snapshot_dir
     tmp = final.with_name(f"snapshot.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

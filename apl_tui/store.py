@@ -65,6 +65,8 @@ class Store(QueueMixin):
             raise StoreError(f"cannot open {db}: {str(e).splitlines()[0]}",
                              hint="is this an apl store folder?") from e
         self._local = threading.local()
+        self.snapshot_lock = threading.Lock()
+        """Held while a snapshot is written (the app writes from a thread, and once more on quit)."""
         self._migrate()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -262,6 +264,25 @@ class Store(QueueMixin):
                             [(a, b, i) for i, a, b in values])
 
     # ---- labels ----------------------------------------------------------------------------
+
+    def loop_state(self) -> dict[str, Any]:
+        """Everything a status line and the round trigger need, in one statement.
+
+        Keys: labels (effective, skips included), preference_labels (a/b), label_events (all but
+        undos), pool, adapter_version (0 without one), label_clock (label events when it trained).
+        """
+        row = self.cursor().execute(
+            "SELECT (SELECT count(*) FROM effective_labels), "
+            "(SELECT count(*) FROM effective_labels WHERE outcome IN ('a', 'b')), "
+            "(SELECT count(*) FROM labels WHERE outcome <> 'undo'), "
+            "(SELECT count(*) FROM queue WHERE NOT prompt_labeled), "
+            "(SELECT max(version) FROM adapters), "
+            "(SELECT (manifest->>'label_clock')::BIGINT FROM adapters ORDER BY version DESC LIMIT 1)").fetchone()
+        keys = ("labels", "preference_labels", "label_events", "pool", "adapter_version", "label_clock")
+        state = dict(zip(keys, row))
+        state["adapter_version"] = state["adapter_version"] or 0
+        state["label_clock"] = state["label_clock"] or 0
+        return state
 
     def label_counts(self) -> dict[str, int]:
         """Effective labels by outcome."""

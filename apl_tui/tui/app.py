@@ -86,6 +86,7 @@ class LabelApp(App[None]):
         """What the background worker is doing, for the status line."""
         self._engine_worker: Worker[None] | None = None
         self._snapshot_dirty = False
+        self._snapshot_writing = False
         self._last_snapshot = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -216,18 +217,28 @@ class LabelApp(App[None]):
         self._snapshot_dirty = True
 
     def _flush_snapshot(self, force: bool = False) -> None:
-        if not self._snapshot_dirty:
+        if not self._snapshot_dirty or (self._snapshot_writing and not force):
             return
         if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
             return
-        from apl_tui.snapshot import write_snapshot
-
         self._snapshot_dirty = False
         self._last_snapshot = time.monotonic()
+        if force:
+            self._write_snapshot()
+        else:
+            # Off the UI thread: copying every table takes tens of ms on a large store.
+            self._snapshot_writing = True
+            self.run_worker(self._write_snapshot, thread=True, group="snapshot", exit_on_error=False)
+
+    def _write_snapshot(self) -> None:
+        from apl_tui.snapshot import write_snapshot
+
         try:
             write_snapshot(self.store)
         except (OSError, AplError) as e:
             logger.warning("snapshot not written: %s", e)
+        finally:
+            self._snapshot_writing = False
 
     # ---- command palette -------------------------------------------------------------------
 

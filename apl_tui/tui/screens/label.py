@@ -92,7 +92,8 @@ class LabelScreen(Screen[None]):
         self.query_one(PairView).show_pair(shown, self._waiting_text())
         if self.label_app.config.loop.reveal == "always":
             self.query_one(WhyPanel).show_current(shown)
-        self.refresh_status()
+        # The pair first, the counts right after: key-to-pair latency is what a labeler feels.
+        self.call_after_refresh(self.refresh_status)
 
     def _waiting_text(self) -> str:
         app = self.label_app
