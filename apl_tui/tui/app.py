@@ -8,6 +8,7 @@ posts messages; it never touches a widget. DuckDB holds the state; messages say 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_S = 0.5
 """How long the worker waits when the engine has nothing due."""
+GIL_SWITCH_INTERVAL_S = 0.0005
+"""How often CPython offers the GIL to another thread while this app runs (default 0.005)."""
 
 
 def activity_text(event: Event) -> str | None:
@@ -92,6 +95,9 @@ class LabelApp(App[None]):
     # ---- lifecycle -------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        # The worker thread holds the GIL between torch kernels; a labeler's key press should not
+        # wait out CPython's default 5 ms switch interval several times per frame.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.push_screen(LabelScreen())
         self.set_interval(self.snapshot_interval_s, self._flush_snapshot)
         if self.start_worker_on_mount:
