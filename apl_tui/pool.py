@@ -7,6 +7,7 @@ crashed refill or rescore still leaves usable, consistent rows behind.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -44,56 +45,65 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
            sink: ProgressSink, cancel: threading.Event | None) -> int:
     """Generate pairs until the pool holds `target` unlabeled pairs (or prompts run out).
 
-    entropy and hybrid filter prompts first: F_e × needed prompts are scored by predictive entropy
-    and only the most uncertain `needed` get a pair (the paper's stage 1).
+    entropy and hybrid filter prompts first: F_e prompts are scored by predictive entropy for each
+    pair made, and only the most uncertain get a pair (the paper's stage 1). The work goes in
+    chunks of `generation.batch_size` pairs, each committed at once, so the first pairs are ready
+    to label long before the pool is full.
     """
     need = target - store.pool_size()
     if need <= 0:
         return 0
     a, gen = cfg.acquisition, cfg.generation
-    version = policy.adapter_version
     filtered = a.name in ("entropy", "hybrid")
-    picked = store.sample_prompts(need * (a.entropy_factor if filtered else 1), seed=seed,
-                                  exclude_used=not a.allow_relabel_prompts)
-    if not picked:
-        return 0
-    entropies: list[float | None] = [None] * len(picked)
-    if filtered:
-        sampler = acq.policy_sampler(policy, max_new_tokens=a.entropy_max_new_tokens, batch_size=gen.batch_size)
-        ent: list[float] = []
-        for i, chunk in enumerate(_chunks(picked, gen.batch_size)):
-            _check(cancel)
-            ent += acq.entropy_scores(sampler, [t for _, t in chunk], n=a.entropy_samples, seed=seed + i,
-                                      per_token=a.entropy_per_token)
-            sink(StepProgressed("entropy", len(ent), len(picked)))
-        keep = acq.top_k(ent, need)
-        picked = [picked[i] for i in keep]
-        entropies = [ent[i] for i in keep]
+    factor = a.entropy_factor if filtered else 1
+    picked = store.sample_prompts(need * factor, seed=seed, exclude_used=not a.allow_relabel_prompts)
     added = 0
-    for i, chunk_idx in enumerate(_chunks(list(range(len(picked))), gen.batch_size)):
+    chunk = gen.batch_size * factor
+    for i, start in enumerate(range(0, len(picked), chunk)):
         _check(cancel)
-        chunk = [picked[j] for j in chunk_idx]
-        pairs = policy.generate_pairs([t for _, t in chunk], gen, seed=seed + 1000 + i)
-        rows = []
-        for j, (pid, _), pair in zip(chunk_idx, chunk, pairs):
-            if pair is None:
-                continue
-            sa, sb = pair
-            rows.append(NewCandidate(
-                prompt_id=pid, completion_a=sa.text, completion_b=sb.text, adapter_version=version,
-                temperature=gen.temperature, top_p=gen.top_p, max_new_tokens=gen.max_new_tokens,
-                tokens_a=len(sa.token_ids), tokens_b=len(sb.token_ids), eos_a=sa.eos, eos_b=sb.eos,
-                entropy=entropies[j], origin=a.name))
-        # Reference log-probs are computed once, here, and cached for every later round.
-        cands = [{"prompt": t, "completion_a": r.completion_a, "completion_b": r.completion_b,
-                  "eos_a": r.eos_a, "eos_b": r.eos_b} for r in rows
-                 for t in [dict(chunk)[r.prompt_id]]]
-        refs = pair_logps(policy, cands, adapter=False, batch_size=gen.batch_size) if rows else []
-        store.add_candidates(rows, refs)
-        added += len(rows)
-        sink(StepProgressed("generating", min(len(picked), (i + 1) * gen.batch_size), len(picked)))
-    sink(PoolGenerated(added=added, adapter_version=version))
+        part = picked[start:start + chunk]
+        # Each chunk keeps its share; when prompts are scarce the filter relaxes rather than run dry.
+        keep = min(need - added, math.ceil(len(part) * need / len(picked)))
+        added += _refill_chunk(store, policy, cfg, part, keep=keep, seed=seed + 7919 * i)
+        sink(StepProgressed("generating", added, need))
+        if added >= need:
+            break
+    sink(PoolGenerated(added=added, adapter_version=policy.adapter_version))
     return added
+
+
+def _refill_chunk(store: Store, policy: Any, cfg: AplConfig, picked: list[tuple[int, str]], *, keep: int,
+                  seed: int) -> int:
+    """Entropy-filter a chunk of prompts (if the function asks for it), make pairs, commit them."""
+    a, gen = cfg.acquisition, cfg.generation
+    entropies: list[float | None] = [None] * len(picked)
+    if a.name in ("entropy", "hybrid"):
+        sampler = acq.policy_sampler(policy, max_new_tokens=a.entropy_max_new_tokens, batch_size=gen.batch_size)
+        ent = acq.entropy_scores(sampler, [t for _, t in picked], n=a.entropy_samples, seed=seed,
+                                 per_token=a.entropy_per_token)
+        order = acq.top_k(ent, keep)
+        picked = [picked[i] for i in order]
+        entropies = [ent[i] for i in order]
+    picked, entropies = picked[:keep], entropies[:keep]
+    pairs = policy.generate_pairs([t for _, t in picked], gen, seed=seed + 1)
+    rows, texts = [], []
+    for (pid, text), ent_i, pair in zip(picked, entropies, pairs):
+        if pair is None:
+            continue
+        sa, sb = pair
+        rows.append(NewCandidate(
+            prompt_id=pid, completion_a=sa.text, completion_b=sb.text, adapter_version=policy.adapter_version,
+            temperature=gen.temperature, top_p=gen.top_p, max_new_tokens=gen.max_new_tokens,
+            tokens_a=len(sa.token_ids), tokens_b=len(sb.token_ids), eos_a=sa.eos, eos_b=sb.eos,
+            entropy=ent_i, origin=a.name))
+        texts.append(text)
+    if not rows:
+        return 0
+    # Reference log-probs are computed once, here, and cached for every later round.
+    cands = [{"prompt": t, "completion_a": r.completion_a, "completion_b": r.completion_b, "eos_a": r.eos_a,
+              "eos_b": r.eos_b} for t, r in zip(texts, rows)]
+    store.add_candidates(rows, pair_logps(policy, cands, adapter=False, batch_size=gen.batch_size))
+    return len(rows)
 
 
 def fill_reference(store: Store, policy: Any, cfg: AplConfig, *, sink: ProgressSink,
