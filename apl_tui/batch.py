@@ -62,7 +62,9 @@ def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = i
             continue
         if done >= budget:
             break
-        batch = min(need - since, budget - done)
+        # Up to the next round; if it is overdue yet not due (only ties and skips so far, nothing
+        # to learn from), another round's worth.
+        batch = min(need - since if need > since else engine.config.loop.round_size, budget - done)
         engine.refill(sink, cancel, target=max(engine.pool_target(), batch))
         engine.score(sink, cancel)
         for i in range(batch):

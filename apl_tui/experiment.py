@@ -129,8 +129,13 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
                 before = dict(engine.timings)
                 run_loop(engine, oracle, budget=budget, sink=sink, cancel=cancel)
                 t_eval = time.perf_counter()
-                row = evaluate(engine, oracle, prompts=exp.test_prompts, sink=sink, cancel=cancel, seed=0,
-                               ref_cache=ref_cache)
+                if store.latest_adapter() is None:
+                    # Every label so far was a tie or skip: nothing to learn, the policy is the reference.
+                    row = {"adapter_version": 0, "win_rate": None, "stderr": None, "n": 0, "wins": 0,
+                           "losses": 0, "ties": 0}
+                else:
+                    row = evaluate(engine, oracle, prompts=exp.test_prompts, sink=sink, cancel=cancel, seed=0,
+                                   ref_cache=ref_cache)
                 _write_json(ref_path, ref_cache)
                 now = time.perf_counter()
                 acq_s = engine.timings["refill"] + engine.timings["score"] - before["refill"] - before["score"]

@@ -178,3 +178,19 @@ def test_continue_regime_trains_new_labels_plus_replay(tmp_path, fresh_policy):
         assert new <= set(m["trained_on"])
         assert len(set(m["trained_on"]) - new) <= 2  # the replay sample
         assert used == len(m["trained_on"])
+
+
+def test_only_ties_keep_acquiring_instead_of_spinning(tmp_path, fresh_policy):
+    from apl_tui.oracles import Verdict
+
+    class AlwaysTie:
+        name = "tie-oracle"
+
+        def judge(self, prompt, a, b):
+            return Verdict("tie", "indifferent")
+
+    cfg = small_config()
+    store = make_store(tmp_path, cfg)
+    out = run_loop(Engine(store, cfg, policy=fresh_policy()), AlwaysTie(), budget=10)
+    assert out == {"labels": 10, "rounds": 0, "seconds": out["seconds"]}
+    assert store.latest_adapter() is None
