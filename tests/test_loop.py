@@ -194,3 +194,19 @@ def test_only_ties_keep_acquiring_instead_of_spinning(tmp_path, fresh_policy):
     out = run_loop(Engine(store, cfg, policy=fresh_policy()), AlwaysTie(), budget=10)
     assert out == {"labels": 10, "rounds": 0, "seconds": out["seconds"]}
     assert store.latest_adapter() is None
+
+
+def test_apl_run_keeps_a_snapshot_for_other_processes(tmp_path, model_cache, tiny_model, monkeypatch):
+    from typer.testing import CliRunner
+
+    from apl_tui.cli import app
+
+    cfg = small_config()
+    make_store(tmp_path, cfg).close()
+    monkeypatch.setenv("APL_CACHE_DIR", str(model_cache))
+    r = CliRunner().invoke(app, ["run", "--oracle", "vader", "--budget", "6", "--store", str(tmp_path)])
+    assert r.exit_code == 0, r.stderr
+    import duckdb
+    snap = tmp_path / "snapshot"
+    n = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{snap / 'labels.parquet'}')").fetchone()[0]
+    assert n >= 4  # written after the first round at least

@@ -49,6 +49,25 @@ def _heavy(fn: Any) -> Any:
                            hint="rerun the same command to continue") from None
 
 
+def _snapshotting(engine: Any, sink: Any, every_s: float = 10.0) -> Any:
+    """Wrap a sink so the store's snapshot stays fresh (this process holds the file; others read it)."""
+    import time
+
+    from apl_tui.events import LabelRecorded, RoundTrained
+    from apl_tui.snapshot import write_snapshot
+
+    last = [0.0]
+
+    def wrapped(event: Any) -> None:
+        sink(event)
+        now = time.monotonic()
+        if isinstance(event, RoundTrained) or (isinstance(event, LabelRecorded) and now - last[0] > every_s):
+            last[0] = now
+            write_snapshot(engine.store)
+
+    return wrapped
+
+
 @app.command()
 @friendly
 def generate(store: StoreOpt = DEFAULT_STORE, n: Annotated[int, typer.Option("--n", help="pairs to add")] = 32,
@@ -126,7 +145,8 @@ def run(oracle: OracleOpt = "vader", budget: Annotated[int, typer.Option(help="l
     engine = open_engine(store, model=model, device=device, acquisition=acquisition, round_size=round_size,
                          seed=seed)
     judge = build_oracle(oracle, seed=engine.config.loop.seed)
-    result = _heavy(lambda sink, cancel: run_loop(engine, judge, budget=budget, sink=sink, cancel=cancel))
+    result = _heavy(lambda sink, cancel: run_loop(engine, judge, budget=budget, sink=_snapshotting(engine, sink),
+                                                  cancel=cancel))
     err.print(f"{result['labels']} labels by {judge.name}, {result['rounds']} rounds this run, "
               f"{result['seconds']:.0f} s")
 
