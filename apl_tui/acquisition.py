@@ -26,7 +26,7 @@ from apl_tui.records import ScoreRow
 PAIR_FUNCTIONS = ("certainty", "uncertainty", "hybrid")
 """Functions that need r̂, so fall back to random while the policy still equals the reference."""
 
-WARMUP_NOTE = "warm-up: no adapter yet, policy = reference, so r̂ = 0; drawn at random"
+WARMUP_NOTE = "warm-up: no adapter yet (r̂ = 0), drawn at random"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ from textual.widgets import Static
 
 from apl_tui.records import ShownPair
 
+COMPACT_WIDTH = 120
+"""Below this many columns the status line uses its short form, so it fits on one line."""
+
 
 def staleness_text(shown: ShownPair | None) -> str:
     """How old the ranking of the pair on screen is.
@@ -25,8 +28,9 @@ def staleness_text(shown: ShownPair | None) -> str:
     return f"scored by {by}{ago_text}"
 
 
-def status_text(status: Any, activity: str, per_hour: float | None, shown: ShownPair | None) -> str:
-    """One line of facts, most important first, separated by ' │ '.
+def status_text(status: Any, activity: str, per_hour: float | None, shown: ShownPair | None,
+                compact: bool = False) -> str:
+    """One line of facts, most important first, separated by ' │ ' (shorter words when compact).
 
     `status` is the engine's EngineStatus (labels_total, labels_session, pool_size,
     adapter_version, labels_since_round, round_due_at, policy_loaded); None before the first read.
@@ -34,16 +38,22 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
     parts: list[str] = []
     if status is not None:
         rate = "–" if per_hour is None else f"{per_hour:.0f}"
-        parts.append(f"labels {status.labels_total} / {status.labels_session} now / {rate}/h")
-        parts.append(f"pool {status.pool_size}")
         adapter = f"v{status.adapter_version}" if status.adapter_version else "base"
-        parts.append(f"adapter {adapter} (round {status.labels_since_round}/{status.round_due_at})")
+        if compact:
+            parts.append(f"{status.labels_total} labels ({status.labels_session} now, {rate}/h)")
+            parts.append(f"pool {status.pool_size}")
+            parts.append(f"{adapter} {status.labels_since_round}/{status.round_due_at}")
+        else:
+            parts.append(f"labels {status.labels_total} / {status.labels_session} now / {rate}/h")
+            parts.append(f"pool {status.pool_size}")
+            parts.append(f"adapter {adapter} (round {status.labels_since_round}/{status.round_due_at})")
     if activity:
         parts.append(activity)
     stale = staleness_text(shown)
     if stale:
-        parts.append(stale)
-    return " │ ".join(parts)
+        parts.append(stale.replace("scored by ", "by ").replace(" labels ago", " ago").replace(" label ago", " ago")
+                     if compact else stale)
+    return (" · " if compact else " │ ").join(parts)
 
 
 class StatusLine(Static):
@@ -52,4 +62,5 @@ class StatusLine(Static):
     def refresh_status(self, status: Any, activity: str, per_hour: float | None,
                        shown: ShownPair | None) -> None:
         """Redraw from the given facts (reads nothing itself)."""
-        self.update(status_text(status, activity, per_hour, shown))
+        compact = self.app.size.width < COMPACT_WIDTH
+        self.update(status_text(status, activity, per_hour, shown, compact=compact))
