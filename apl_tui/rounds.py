@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
 import random
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 
 from apl_tui.config import AplConfig
 from apl_tui.errors import Cancelled
-from apl_tui.events import ProgressSink, RoundTrained
+from apl_tui.events import ProgressSink, RoundTrained, TrainStepDone
 from apl_tui.records import AdapterInfo, Pair
 from apl_tui.store import Store
 
@@ -79,6 +80,9 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
         used = rows
         policy.new_adapter(cfg.lora, seed=t.seed + version)
     pairs, ref_c, ref_r = zip(*(_as_pair(r) for r in used))
+    # Say at once that a round started: building the adapter and the first step take seconds.
+    per_epoch = math.ceil(len(pairs) / (t.batch_size * t.grad_accum))
+    sink(TrainStepDone(step=0, total=per_epoch * t.epochs))
     try:
         steps = train_dpo(policy, list(pairs), list(ref_c), list(ref_r), t, sink=sink, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
