@@ -196,13 +196,6 @@ class Store(QueueMixin):
         rows = self.cursor().execute("SELECT split, count(*) FROM prompts GROUP BY 1").fetchall()
         return {split: int(n) for split, n in rows}
 
-    def prompts_by_id(self, ids: Sequence[int]) -> dict[int, str]:
-        if not ids:
-            return {}
-        rows = self.cursor().execute("SELECT id, text FROM prompts WHERE id IN (SELECT unnest(?))",
-                                     [list(ids)]).fetchall()
-        return {int(i): t for i, t in rows}
-
     def sample_prompts(self, n: int, *, split: str = "train", seed: int = 0,
                        exclude_used: bool = True) -> list[tuple[int, str]]:
         """Up to n random prompts of a split; by default none that already has a candidate."""
@@ -239,7 +232,7 @@ class Store(QueueMixin):
             self._enqueue_candidates(cur, ids)
         return [int(i) for i in ids]
 
-    def candidates(self, ids: Sequence[int] | None = None, *, unlabeled_only: bool = False,
+    def candidates(self, ids: Sequence[int] | None = None, *,
                    missing_reference: bool = False) -> list[dict[str, Any]]:
         """Candidate rows with their prompt text, as dicts."""
         where = ["p.split = 'train'"]
@@ -247,8 +240,6 @@ class Store(QueueMixin):
         if ids is not None:
             where.append("c.id IN (SELECT unnest(?))")
             params.append(list(ids))
-        if unlabeled_only:
-            where.append("c.id NOT IN (SELECT candidate_id FROM effective_labels)")
         if missing_reference:
             where.append("c.ref_logp_a IS NULL")
         cur = self.cursor().execute(
