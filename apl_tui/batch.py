@@ -16,13 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from apl_tui.engine import Engine
-from apl_tui.errors import AplError, Cancelled
+from apl_tui.errors import AplError, check_cancel
 from apl_tui.events import EvalFinished, ProgressSink, StepProgressed, ignore
 
-
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
 
 
 def verdict_outcome(shown: Any, verdict: Any) -> str:
@@ -53,7 +49,7 @@ def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = i
     t0 = time.perf_counter()
     rounds = 0
     while True:
-        _check(cancel)
+        check_cancel(cancel)
         done = oracle_labels(engine, source)
         due, since, need = engine.round_due()
         if due:
@@ -68,7 +64,7 @@ def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = i
         engine.refill(sink, cancel, target=max(engine.pool_target(), batch))
         engine.score(sink, cancel)
         for i in range(batch):
-            _check(cancel)
+            check_cancel(cancel)
             shown = engine.next_pair(source)
             if shown is None:
                 raise AplError("the pool ran dry: no unlabeled pairs left",
@@ -126,14 +122,13 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
     t0 = time.perf_counter()
     with engine.heavy_lock:
         policy = engine.load_policy(sink)
-        previous = policy.adapter_version
         policy.load_adapter(store.root / info["path"], version)
         try:
             wins = losses = ties = bad = 0
             rng = random.Random(seed)
             bs = cfg.generation.batch_size
             for start in range(0, len(tests), bs):
-                _check(cancel)
+                check_cancel(cancel)
                 chunk = [t for _, t in tests[start:start + bs]]
                 kw = dict(n=1, temperature=settings.temperature, top_p=1.0, min_new_tokens=0,
                           max_new_tokens=settings.max_new_tokens, seed=seed + start, batch_size=bs)
@@ -159,7 +154,7 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
                         losses += 1
                 sink(StepProgressed("evaluating", min(start + bs, len(tests)), len(tests)))
         finally:
-            _restore_adapter(engine, policy, previous)
+            engine.sync_adapter()
     decided = wins + losses
     rate = wins / decided if decided else None
     stderr = math.sqrt(rate * (1 - rate) / decided) if decided else None
@@ -172,12 +167,3 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
         sink(EvalFinished(adapter_version=version, win_rate=rate, stderr=stderr or 0.0, n=decided))
     return row | {"cached": False}
 
-
-def _restore_adapter(engine: Engine, policy: Any, previous: int) -> None:
-    if previous == policy.adapter_version:
-        return
-    if previous == 0:
-        policy.drop_adapter()
-    else:
-        info = engine.store.adapter(previous)
-        policy.load_adapter(engine.store.root / info["path"], previous)

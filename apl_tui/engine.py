@@ -8,7 +8,6 @@ State lives in the store, so any process can stop at any moment and the next one
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -136,11 +135,8 @@ class Engine:
         from apl_tui.policy import Policy
 
         if self.policy is None:
-            policy = Policy.load(self.config.model, self.cache_dir, seed=self.config.train.seed, sink=sink)
-            latest = self.store.latest_adapter()
-            if latest is not None:
-                policy.load_adapter(self.store.root / latest["path"], int(latest["version"]))
-            self.policy = policy
+            self.policy = Policy.load(self.config.model, self.cache_dir, seed=self.config.train.seed, sink=sink)
+            self.sync_adapter()
         return self.policy
 
     @contextmanager
@@ -152,12 +148,10 @@ class Engine:
             self.timings[kind] += time.perf_counter() - t0
 
     def sync_adapter(self) -> None:
-        """Make a shared policy carry this store's latest adapter (or none)."""
-        latest = self.store.latest_adapter()
-        if latest is None:
-            self.policy.drop_adapter()
-        elif self.policy.adapter_version != latest["version"] or not self.policy.has_adapter:
-            self.policy.load_adapter(self.store.root / latest["path"], int(latest["version"]))
+        """Make the policy carry this store's latest adapter (or none)."""
+        from apl_tui.rounds import sync_adapter
+
+        sync_adapter(self.store, self.policy)
 
     def _seed(self, salt: str) -> int:
         n = self.store.cursor().execute("SELECT count(*) FROM candidates").fetchone()[0]
@@ -205,7 +199,7 @@ class Engine:
             info = self.train(sink, cancel)
             return f"trained adapter v{info.version}" if info else None
         a = self.config.acquisition
-        if self.store.unscored_ids(self.policy.adapter_version, a.name):
+        if self.store.unscored_ids(self.policy.adapter_version, a.name, limit=1):
             n = self.score(sink, cancel, limit=a.chunk_size)
             return f"scored {n} pairs"
         if self.store.pool_size() < max(a.low_water, 1):

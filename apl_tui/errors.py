@@ -6,6 +6,8 @@ line each; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AplError(Exception):
     """An error the user can act on: a one-line message and a hint."""
@@ -48,3 +50,9 @@ class Cancelled(AplError):
 
     def __init__(self, message: str = "cancelled", hint: str = "") -> None:
         super().__init__(message, hint)
+
+
+def check_cancel(cancel: Any) -> None:
+    """Raise Cancelled if the caller's threading.Event is set (long work calls this between steps)."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()

@@ -14,17 +14,13 @@ from typing import Any
 
 from apl_tui import acquisition as acq
 from apl_tui.config import AplConfig
-from apl_tui.errors import Cancelled
+from apl_tui.errors import check_cancel
 from apl_tui.events import PoolGenerated, PoolScored, ProgressSink, StepProgressed
 from apl_tui.records import NewCandidate
 from apl_tui.store import Store
 
 logger = logging.getLogger(__name__)
 
-
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -60,7 +56,7 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
     added = 0
     chunk = gen.batch_size * factor
     for i, start in enumerate(range(0, len(picked), chunk)):
-        _check(cancel)
+        check_cancel(cancel)
         part = picked[start:start + chunk]
         # Each chunk keeps its share; when prompts are scarce the filter relaxes rather than run dry.
         keep = min(need - added, math.ceil(len(part) * need / len(picked)))
@@ -112,7 +108,7 @@ def fill_reference(store: Store, policy: Any, cfg: AplConfig, *, sink: ProgressS
     missing = store.candidates(missing_reference=True)
     done = 0
     for chunk in _chunks(missing, cfg.acquisition.chunk_size):
-        _check(cancel)
+        check_cancel(cancel)
         refs = pair_logps(policy, chunk, adapter=False, batch_size=cfg.generation.batch_size)
         store.set_reference_logps([(c["id"], ra, rb) for c, (ra, rb) in zip(chunk, refs)])
         done += len(chunk)
@@ -125,10 +121,10 @@ def rescore(store: Store, policy: Any, cfg: AplConfig, *, seed: int, sink: Progr
     """Score unlabeled candidates not yet scored by the current adapter, chunk by chunk."""
     a = cfg.acquisition
     version = policy.adapter_version
-    ids = store.unscored_ids(version, a.name)[:limit]
+    ids = store.unscored_ids(version, a.name, limit)
     done = 0
     for chunk_ids in _chunks(ids, a.chunk_size):
-        _check(cancel)
+        check_cancel(cancel)
         cands = store.candidates(chunk_ids)
         policy_logps = None
         entropies = None

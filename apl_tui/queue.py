@@ -138,11 +138,12 @@ class QueueMixin:
         return int(self.cursor().execute("SELECT count(*) FROM queue WHERE NOT (prompt_labeled AND ?)",
                                          [exclude_labeled_prompts]).fetchone()[0])
 
-    def unscored_ids(self, adapter_version: int, acquisition: str) -> list[int]:
-        """Queued candidates whose freshest score is not by this adapter and function."""
+    def unscored_ids(self, adapter_version: int, acquisition: str, limit: int | None = None) -> list[int]:
+        """Queued candidates whose freshest score is not by this adapter and function (oldest first)."""
         rows = self.cursor().execute(
             "SELECT candidate_id FROM queue WHERE NOT prompt_labeled AND (adapter_version IS DISTINCT FROM ? "
-            "OR acquisition IS DISTINCT FROM ?) ORDER BY candidate_id", [adapter_version, acquisition]).fetchall()
+            "OR acquisition IS DISTINCT FROM ?) ORDER BY candidate_id LIMIT ?",
+            [adapter_version, acquisition, limit if limit is not None else 2**62]).fetchall()
         return [int(r[0]) for r in rows]
 
     def shown(self, candidate_id: int, rank: int | None = None) -> dict[str, Any] | None:

@@ -74,8 +74,7 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
         old = [r for r in rows if r["label_id"] in seen]
         replay = random.Random(t.seed + version).sample(old, min(t.replay, len(old)))
         used = new + replay
-        if policy.adapter_version != latest["version"]:  # type: ignore[index]
-            policy.load_adapter(store.root / latest["path"], latest["version"])  # type: ignore[index]
+        sync_adapter(store, policy)  # train the latest version further
     else:
         used = rows
         policy.new_adapter(cfg.lora, seed=t.seed + version)
@@ -86,12 +85,13 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
     try:
         steps = train_dpo(policy, list(pairs), list(ref_c), list(ref_r), t, sink=sink, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
-        _restore(store, policy, latest)
+        policy.drop_adapter()  # the half-trained one; the recorded one comes back
+        sync_adapter(store, policy)
         raise
     rel = f"adapters/v{version}"
     target = store.root / rel
     shutil.rmtree(target, ignore_errors=True)  # a leftover of a crashed save, never recorded
-    policy.save_adapter(target)
+    policy.save_adapter(target, version=version)
     final = {k: float(v) for k, v in steps[-1].items()} if steps else {}
     ids = [int(r["label_id"]) for r in rows]
     manifest = {"label_ids": sorted(ids), "trained_on": sorted(int(r["label_id"]) for r in used),
@@ -102,15 +102,19 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
     store.add_adapter(version=version, parent=info.parent, labels_used=len(used), label_hash=info.label_hash,
                       regime=regime, path=rel, config=cfg.to_dict(), metrics=final, manifest=manifest,
                       steps=steps)
-    policy.adapter_version = version
     sink(RoundTrained(adapter_version=version, labels_used=len(used), metrics=final))
     logger.info("trained adapter v%d on %d pairs", version, len(used))
     return info
 
 
-def _restore(store: Store, policy: Any, latest: dict[str, Any] | None) -> None:
-    """Put the last recorded adapter back after a cancelled round (the half-trained one is dropped)."""
+def sync_adapter(store: Store, policy: Any) -> None:
+    """Make the policy carry the store's latest recorded adapter, or none.
+
+    Used on load, by experiments sharing one policy across stores, after an evaluation of an older
+    version, and after a cancelled round (whose half-trained adapter is dropped).
+    """
+    latest = store.latest_adapter()
     if latest is None:
         policy.drop_adapter()
-    else:
-        policy.load_adapter(store.root / latest["path"], latest["version"])
+    elif policy.adapter_version != latest["version"] or not policy.has_adapter:
+        policy.load_adapter(store.root / latest["path"], int(latest["version"]))

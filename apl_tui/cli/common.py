@@ -37,6 +37,16 @@ DEFAULT_STORE = Path("store")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def new_store_config(config: Path | None, model: str | None) -> Any:
+    """Settings for a new store: a config file (defaults where it says nothing), then --model."""
+    from apl_tui.config import AplConfig
+
+    if config is not None and not config.exists():
+        raise AplError(f"{config}: no such file", hint="check the path")
+    cfg = AplConfig.load(config) if config is not None else AplConfig()
+    return cfg.replace("model", spec=model) if model else cfg
+
+
 def fail(message: str, hint: str = "") -> typer.Exit:
     """Print a one-line error (and hint) to stderr; return the Exit to raise."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, out
+from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config, out
 from apl_tui.errors import AplError
 
 
@@ -39,14 +39,9 @@ def init(
     config: Annotated[Path | None, typer.Option(help="start from this config.toml")] = None,
 ) -> None:
     """Create a store: database, adapters folder and config.toml."""
-    from apl_tui.config import AplConfig
     from apl_tui.store import Store
 
-    cfg = AplConfig.load(config) if config else AplConfig()
-    if config and not config.exists():
-        raise AplError(f"{config}: no such file", hint="check the path")
-    if model:
-        cfg = cfg.replace("model", spec=model)
+    cfg = new_store_config(config, model)
     existed = (store / "apl.duckdb").exists()
     with Store.create(store, cfg) as s:
         version = s.schema_version()

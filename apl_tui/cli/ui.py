@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly
+from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config
 from apl_tui.errors import AplError
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec (default: the store's config)")]
@@ -52,16 +52,13 @@ def prepare_demo(store: Path, model: str | None) -> list[str]:
 
     Returns what was done, one line each (for stderr).
     """
-    from apl_tui.config import AplConfig
     from apl_tui.importer import read_prompts
     from apl_tui.store import Store
 
     done: list[str] = []
     if not (store / "apl.duckdb").exists():
         example_cfg = EXAMPLES / "config.toml"
-        cfg = AplConfig.load(example_cfg) if example_cfg.exists() else AplConfig()
-        if model:
-            cfg = cfg.replace("model", spec=model)
+        cfg = new_store_config(example_cfg if example_cfg.exists() else None, model)
         Store.create(store, cfg).close()
         done.append(f"created store {store} (model {cfg.model.spec})")
     with Store(store) as s:
