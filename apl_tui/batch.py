@@ -20,7 +20,6 @@ from apl_tui.errors import AplError, check_cancel
 from apl_tui.events import EvalFinished, ProgressSink, StepProgressed, ignore
 
 
-
 def verdict_outcome(shown: Any, verdict: Any) -> str:
     """Map an oracle verdict about (left, right) to the candidate's a/b; unparseable → skip."""
     if verdict.outcome == "a":
@@ -34,8 +33,7 @@ def verdict_outcome(shown: Any, verdict: Any) -> str:
 
 def oracle_labels(engine: Engine, source: str) -> int:
     """Label events by this source that still count (undone ones do not)."""
-    return int(engine.store.cursor().execute(
-        "SELECT count(*) FROM effective_labels WHERE source = ?", [source]).fetchone()[0])
+    return engine.store.effective_label_count(source)
 
 
 def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = ignore,
@@ -46,14 +44,15 @@ def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = i
     labels them one by one (each committed), then trains. The last round trains on everything.
     """
     source = oracle.name
+    desk, learner = engine.desk, engine.learner
     t0 = time.perf_counter()
     rounds = 0
     while True:
         check_cancel(cancel)
         done = oracle_labels(engine, source)
-        due, since, need = engine.round_due()
+        due, since, need = desk.round_due()
         if due:
-            if engine.train(sink, cancel):
+            if learner.train(sink, cancel):
                 rounds += 1
             continue
         if done >= budget:
@@ -61,22 +60,22 @@ def run_loop(engine: Engine, oracle: Any, *, budget: int, sink: ProgressSink = i
         # Up to the next round; if it is overdue yet not due (only ties and skips so far, nothing
         # to learn from), another round's worth.
         batch = min(need - since if need > since else engine.config.loop.round_size, budget - done)
-        engine.refill(sink, cancel, target=max(engine.pool_target(), batch))
-        engine.score(sink, cancel)
+        learner.refill(sink, cancel, target=max(learner.pool_target(), batch))
+        learner.score(sink, cancel)
         for i in range(batch):
             check_cancel(cancel)
-            shown = engine.next_pair(source)
+            shown = desk.next_pair(source)
             if shown is None:
                 raise AplError("the pool ran dry: no unlabeled pairs left",
                                hint="import more prompts (apl import) or allow relabeling prompts")
             verdict = oracle.judge(shown.prompt, shown.left_text, shown.right_text)
-            engine.record_label(shown, verdict_outcome(shown, verdict), source=source,
+            desk.record_label(shown, verdict_outcome(shown, verdict), source=source,
                                 rationale=verdict.rationale, sink=sink)
             sink(StepProgressed("labeling", done + i + 1, budget))
     # A final round on the last labels, so the budget's adapter exists.
-    _, since, _ = engine.round_due()
+    _, since, _ = desk.round_due()
     if since > 0 and engine.store.training_pairs():
-        if engine.train(sink, cancel):
+        if learner.train(sink, cancel):
             rounds += 1
     return {"labels": oracle_labels(engine, source), "rounds": rounds, "seconds": time.perf_counter() - t0}
 
@@ -120,8 +119,9 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
     if cached is not None:
         return cached | {"cached": True}
     t0 = time.perf_counter()
-    with engine.heavy_lock:
-        policy = engine.load_policy(sink)
+    learner = engine.learner
+    with learner.heavy_lock:
+        policy = learner.load_policy(sink, cancel)
         policy.load_adapter(store.root / info["path"], version)
         try:
             wins = losses = ties = bad = 0
@@ -154,7 +154,7 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
                         losses += 1
                 sink(StepProgressed("evaluating", min(start + bs, len(tests)), len(tests)))
         finally:
-            engine.sync_adapter()
+            learner.sync_adapter()
     decided = wins + losses
     rate = wins / decided if decided else None
     stderr = math.sqrt(rate * (1 - rate) / decided) if decided else None

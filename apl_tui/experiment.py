@@ -121,12 +121,12 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
             if policy is None:
                 policy = Policy.load(cfg.model, cache_dir, seed=0, sink=sink)
             engine = Engine(store, cfg, policy=policy, cache_dir=cache_dir)
-            engine.sync_adapter()
+            engine.learner.sync_adapter()
             oracle = build_oracle(exp.oracle, seed=seed)
             spent = points[-1] if points else {"seconds": 0.0, "acquisition_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
             for budget in todo:
                 t0 = time.perf_counter()
-                before = dict(engine.timings)
+                before = dict(engine.learner.timings)
                 run_loop(engine, oracle, budget=budget, sink=sink, cancel=cancel)
                 t_eval = time.perf_counter()
                 if store.latest_adapter() is None:
@@ -138,14 +138,15 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
                                    ref_cache=ref_cache)
                 _write_json(ref_path, ref_cache)
                 now = time.perf_counter()
-                acq_s = engine.timings["refill"] + engine.timings["score"] - before["refill"] - before["score"]
+                timings = engine.learner.timings
+                acq_s = timings["refill"] + timings["score"] - before["refill"] - before["score"]
                 point = {"method": method, "seed": seed, "labels": budget,
                          "adapter_version": row["adapter_version"], "win_rate": row["win_rate"],
                          "stderr": row["stderr"], "n": row["n"], "wins": row["wins"], "losses": row["losses"],
                          "ties": row["ties"],
                          "seconds": round(spent["seconds"] + now - t0, 1),
                          "acquisition_s": round(spent["acquisition_s"] + acq_s, 1),
-                         "train_s": round(spent["train_s"] + engine.timings["train"] - before["train"], 1),
+                         "train_s": round(spent["train_s"] + timings["train"] - before["train"], 1),
                          "eval_s": round(spent["eval_s"] + now - t_eval, 1)}
                 points.append(point)
                 spent = point

@@ -202,6 +202,10 @@ class QueueMixin:
             "ORDER BY hash(candidate_id, ?) LIMIT 1", [exclude_labeled_prompts, seed]).fetchone()
         return self.shown(int(row[0])) if row else None
 
+    def impression_count(self) -> int:
+        """Pairs ever put in front of a labeler (the clock of the control arm and side coin)."""
+        return int(self.cursor().execute("SELECT count(*) FROM impressions").fetchone()[0])
+
     def record_impression(self, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
         """Log that a pair was put in front of a labeler; returns the impression id."""
         row = self.cursor().execute(

@@ -32,12 +32,15 @@ def _write_snapshot(store: Any) -> Path:
     tmp = final.with_name(f"snapshot.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cur = store.cursor()
-    for table in TABLES:
-        cur.execute(f"COPY {table} TO '{tmp / (table + '.parquet')}' (FORMAT parquet)")
-    views = cur.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
-                        "AND schema_name = 'main' ORDER BY view_oid").fetchall()
-    meta = {"written_at": time.time(), "schema_version": store.schema_version(),
+    # One read transaction: every table is copied as of the same moment (DuckDB's MVCC), so a
+    # reader never sees a label whose candidate or impression is missing.
+    with store.transaction() as cur:
+        for table in TABLES:
+            cur.execute(f"COPY {table} TO '{tmp / (table + '.parquet')}' (FORMAT parquet)")
+        views = cur.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
+                            "AND schema_name = 'main' ORDER BY view_oid").fetchall()
+        schema_version = store.schema_version()
+    meta = {"written_at": time.time(), "schema_version": schema_version,
             "views": [{"name": n, "sql": s} for n, s in views]}
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     old = final.with_name(f"snapshot.old-{os.getpid()}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,8 @@ class Store(QueueMixin):
             raise StoreError(f"cannot open {db}: {str(e).splitlines()[0]}",
                              hint="is this an apl store folder?") from e
         self._local = threading.local()
+        self._cursors: list[Any] = []
+        self._cursors_lock = threading.Lock()
         self.snapshot_lock = threading.Lock()
         """Held while a snapshot is written (the app writes from a thread, and once more on quit)."""
         self._migrate()
@@ -110,9 +113,33 @@ class Store(QueueMixin):
         """The store's settings (defaults where the file says nothing)."""
         return AplConfig.load(self.config_path)
 
-    def close(self) -> None:
-        """Close the database; cursors of other threads become unusable."""
-        self._con.close()
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Close the database; never raises because another thread's cursor is busy.
+
+        DuckDB refuses to close a connection while a cursor runs a statement
+        (`ResourceInUseException`). The owner joins its threads first, so this is the fallback:
+        interrupt every cursor (an interrupted write rolls back whole) and retry for `timeout_s`;
+        if it still fails, leave the file to be released when the process exits.
+        """
+        import duckdb
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._con.close()
+                return
+            except duckdb.Error as e:
+                if time.monotonic() >= deadline:
+                    logger.warning("store %s left open at exit: %s", self.root, str(e).splitlines()[0])
+                    return
+                with self._cursors_lock:
+                    cursors = list(self._cursors)
+                for cur in cursors:
+                    try:
+                        cur.interrupt()
+                    except duckdb.Error:  # that cursor was already closed by the failed close
+                        pass
+                time.sleep(0.01)
 
     def __enter__(self) -> Store:
         return self
@@ -126,6 +153,8 @@ class Store(QueueMixin):
         if cur is None:
             cur = self._con.cursor()
             self._local.cur = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
         return cur
 
     @contextmanager
@@ -191,6 +220,10 @@ class Store(QueueMixin):
                 [split, source]).fetchone()[0]
             cur.execute("DELETE FROM incoming")
         return int(added), len(texts) - int(added)
+
+    def candidate_count(self) -> int:
+        """Candidates ever generated or imported."""
+        return int(self.cursor().execute("SELECT count(*) FROM candidates").fetchone()[0])
 
     def prompt_counts(self) -> dict[str, int]:
         rows = self.cursor().execute("SELECT split, count(*) FROM prompts GROUP BY 1").fetchall()
@@ -279,6 +312,15 @@ class Store(QueueMixin):
         """Effective labels by outcome."""
         rows = self.cursor().execute("SELECT outcome, count(*) FROM effective_labels GROUP BY 1").fetchall()
         return {o: int(n) for o, n in rows}
+
+    def effective_label_count(self, source: str) -> int:
+        """Labels by this source that still count (undone ones do not)."""
+        return int(self.cursor().execute("SELECT count(*) FROM effective_labels WHERE source = ?",
+                                         [source]).fetchone()[0])
+
+    def adapter_versions(self) -> list[int]:
+        """Every adapter version, oldest first."""
+        return [int(v) for (v,) in self.cursor().execute("SELECT version FROM adapters ORDER BY version").fetchall()]
 
     def label_events(self) -> int:
         """All label events except undos: the clock that rounds and staleness count in."""

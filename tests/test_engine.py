@@ -42,17 +42,17 @@ def test_hybrid_keeps_the_highest_entropy_prompts(tmp_path):
 def test_warm_start_then_certainty_picks_the_largest_margin(tmp_path):
     store, policy = _store(tmp_path), FakePolicy()
     engine = Engine(store, _config(), policy=policy)
-    engine.refill(target=6)
-    engine.score()
+    engine.learner.refill(target=6)
+    engine.learner.score()
     rows = store.query("SELECT DISTINCT fallback FROM scores")[1]
     assert rows and all(r[0] and r[0].startswith("warm-up") for r in rows)
     # pretend a round happened: adapter v1 exists; the next rescore is real certainty
     policy.adapter_version = 1
-    engine.score()
+    engine.learner.score()
     cands = store.candidates()
     beta = engine.config.train.beta
     margin = {c["id"]: beta * abs(len(c["completion_a"]) % 7 - len(c["completion_b"]) % 7) for c in cands}
-    best = engine.next_pair()
+    best = engine.desk.next_pair()
     assert best.scored_by == 1 and best.fallback is None
     assert len(set(margin.values())) > 2
     assert best.score == pytest.approx(max(margin.values()))
@@ -62,27 +62,27 @@ def test_warm_start_then_certainty_picks_the_largest_margin(tmp_path):
 def test_next_pair_resumes_the_pending_pair_and_records_position(tmp_path):
     store, policy = _store(tmp_path), FakePolicy()
     engine = Engine(store, _config(), policy=policy)
-    engine.refill(target=4)
-    engine.score()
-    first = engine.next_pair()
-    again = Engine(store, _config(), policy=policy).next_pair()
+    engine.learner.refill(target=4)
+    engine.learner.score()
+    first = engine.desk.next_pair()
+    again = Engine(store, _config(), policy=policy).desk.next_pair()
     assert again == first  # shown but unlabeled: the same pair, same side
-    engine.record_label(first, first.outcome_for_side("left"), latency_ms=900)
+    engine.desk.record_label(first, first.outcome_for_side("left"), latency_ms=900)
     row = store.query("SELECT outcome, shown_left, latency_ms FROM labels")[1][0]
     assert row == (first.left, first.left, 900)
-    assert engine.next_pair().candidate_id != first.candidate_id
+    assert engine.desk.next_pair().candidate_id != first.candidate_id
 
 
 def test_control_arm_share_and_flag(tmp_path):
     store, policy = _store(tmp_path, n=200), FakePolicy()
     engine = Engine(store, _config(control_share=0.3, pool_size=120), policy=policy)
-    engine.refill(target=120)
-    engine.score()
+    engine.learner.refill(target=120)
+    engine.learner.score()
     flags = []
     for _ in range(100):
-        shown = engine.next_pair()
+        shown = engine.desk.next_pair()
         flags.append(shown.control)
-        engine.record_label(shown, "skip")
+        engine.desk.record_label(shown, "skip")
     assert 15 <= sum(flags) <= 45
     assert store.query("SELECT count(*) FROM labels WHERE control")[1][0][0] == sum(flags)
 
@@ -91,12 +91,12 @@ def test_round_is_due_after_warmup_then_every_round_size(tmp_path):
     store, policy = _store(tmp_path), FakePolicy()
     cfg = _config(warmup_labels=3)
     engine = Engine(store, cfg, policy=policy)
-    engine.refill(target=10)
+    engine.learner.refill(target=10)
     for _ in range(3):
-        engine.record_label(engine.next_pair(), "a")
-    assert engine.round_due() == (True, 3, 3)
+        engine.desk.record_label(engine.desk.next_pair(), "a")
+    assert engine.desk.round_due() == (True, 3, 3)
     # a finished round records the label clock: the next is due round_size labels later
     store.add_adapter(version=1, parent=None, labels_used=3, label_hash="x", regime="reset", path="adapters/v1",
                       config={}, metrics={}, manifest={"label_clock": 3}, steps=[])
-    assert engine.round_due() == (False, 0, 4)
+    assert engine.desk.round_due() == (False, 0, 4)
     assert json.loads(store.latest_adapter()["manifest"])["label_clock"] == 3

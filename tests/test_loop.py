@@ -128,11 +128,11 @@ def test_cached_reference_logps_equal_recomputed_ones(tmp_path, fresh_policy):
     cfg = small_config()
     store = make_store(tmp_path, cfg)
     engine = Engine(store, cfg, policy=fresh_policy())
-    engine.refill(target=6)
+    engine.learner.refill(target=6)
     cands = store.candidates()
     prompts = [c["prompt"] for c in cands]
-    fresh_a = engine.policy.reference_logps(prompts, [c["completion_a"] for c in cands], [c["eos_a"] for c in cands])
-    fresh_b = engine.policy.reference_logps(prompts, [c["completion_b"] for c in cands], [c["eos_b"] for c in cands])
+    fresh_a = engine.learner.policy.reference_logps(prompts, [c["completion_a"] for c in cands], [c["eos_a"] for c in cands])
+    fresh_b = engine.learner.policy.reference_logps(prompts, [c["completion_b"] for c in cands], [c["eos_b"] for c in cands])
     assert len(cands) >= 5
     for c, a, b in zip(cands, fresh_a.tolist(), fresh_b.tolist()):
         assert abs(c["ref_logp_a"] - a) < 1e-4 and abs(c["ref_logp_b"] - b) < 1e-4
@@ -144,10 +144,10 @@ def test_cancelled_round_leaves_no_adapter_version(tmp_path, fresh_policy):
     cfg = small_config()
     store = make_store(tmp_path, cfg)
     engine = Engine(store, cfg, policy=fresh_policy())
-    engine.refill(target=8)
+    engine.learner.refill(target=8)
     for _ in range(6):
-        shown = engine.next_pair()
-        engine.record_label(shown, "a" if shown.candidate_id % 2 else "b")
+        shown = engine.desk.next_pair()
+        engine.desk.record_label(shown, "a" if shown.candidate_id % 2 else "b")
     cancel = threading.Event()
 
     def sink(event):
@@ -155,11 +155,11 @@ def test_cancelled_round_leaves_no_adapter_version(tmp_path, fresh_policy):
             cancel.set()
 
     with pytest.raises(Cancelled):
-        engine.train(sink, cancel)
+        engine.learner.train(sink, cancel)
     assert store.latest_adapter() is None
     assert not any((tmp_path / "adapters").iterdir())
-    assert engine.policy.adapter_version == 0 and not engine.policy.has_adapter
-    info = engine.train()  # the round is simply redone
+    assert engine.learner.policy.adapter_version == 0 and not engine.learner.policy.has_adapter
+    info = engine.learner.train()  # the round is simply redone
     assert info.version == 1 and store.latest_adapter()["version"] == 1
 
 

@@ -1,6 +1,6 @@
 """The labeling screen through Textual's Pilot: keys in, database rows and screen text out.
 
-No model: the pool is built by hand and the background worker is off (`start_worker=False`).
+No model: the pool is built by hand and the background worker is off (no learner).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
 from apl_tui.records import NewCandidate, ScoreRow, ShownPair
 from apl_tui.store import Store
 from apl_tui.tui.app import LabelApp
@@ -42,7 +42,7 @@ def store(tmp_path: Path) -> Any:
 
 
 def new_app(store: Store, **kw: Any) -> LabelApp:
-    return LabelApp(Engine(store), store, start_worker=False, **kw)
+    return LabelApp(LabelDesk(store), **kw)
 
 
 def screen_of(app: LabelApp) -> LabelScreen:
@@ -82,7 +82,7 @@ async def test_each_key_records_its_verdict_in_candidate_terms(store: Store) -> 
             nxt = screen_of(app).shown
             assert nxt is not None and nxt.candidate_id != shown.candidate_id
         assert len(labels(store)) == len(KEYS)
-        assert set(Engine(store).store.label_counts()) == {"a", "b", "tie", "both_bad", "skip"}
+        assert set(store.label_counts()) == {"a", "b", "tie", "both_bad", "skip"}
 
 
 async def test_both_sides_are_exercised(store: Store) -> None:
@@ -117,7 +117,7 @@ async def test_verdict_line_reports_screen_terms_after_label(store: Store) -> No
 
 async def test_reveal_always_shows_why_before_label(store: Store) -> None:
     cfg = store.load_config().replace("loop", reveal="always")
-    app = LabelApp(Engine(store, cfg), store, start_worker=False)
+    app = LabelApp(LabelDesk(store, cfg))
     async with app.run_test(size=WIDE):
         assert text(app, "#why").startswith("why: hybrid")
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import apl_tui.cli.ui as ui
 from apl_tui.cli.common import app
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
 from apl_tui.store import Store
 from apl_tui.tui.app import LabelApp
 from tests.test_tui import make_store
@@ -74,7 +74,7 @@ async def test_snapshot_follows_labels_for_other_processes(tmp_path: Path) -> No
 
     store = make_store(tmp_path / "s")
     labels_file = tmp_path / "s" / "snapshot" / "labels.parquet"
-    app_ = LabelApp(Engine(store), store, start_worker=False, snapshot_interval_s=0.05)
+    app_ = LabelApp(LabelDesk(store), snapshot_interval_s=0.05)
     n = -1
     async with app_.run_test(size=(80, 24)) as pilot:
         await pilot.press("1", "2")

@@ -11,13 +11,14 @@ from typing import Any
 
 from textual.widgets import DataTable, Input
 
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
+from apl_tui.learner import Learner
 from apl_tui.errors import AplError
 from apl_tui.events import Event, PoolGenerated, StepProgressed, TrainStepDone, WarningRaised
 from apl_tui.records import NewCandidate
 from apl_tui.store import Store
 from apl_tui.tui.app import LabelApp, activity_text
-from apl_tui.tui.messages import EngineReported, EngineStepFinished
+from apl_tui.tui.messages import LearnerReported, LearnerStepFinished
 from apl_tui.tui.screens.error import ErrorDialog
 from apl_tui.tui.screens.help import HelpScreen
 from apl_tui.tui.screens.label import LabelScreen
@@ -28,8 +29,8 @@ from tests.test_tui import WIDE, NARROW, make_store, text
 Step = Callable[[Any, threading.Event], str | None]
 
 
-class ScriptedEngine(Engine):
-    """The real engine for the light calls; `step` plays a script (no model)."""
+class ScriptedLearner(Learner):
+    """A learner whose `step` plays a script (no model)."""
 
     def __init__(self, store: Store, script: list[Step]) -> None:
         super().__init__(store, policy=object())  # "loaded": the status line shows worker news
@@ -52,7 +53,7 @@ async def wait_until(pilot: Any, cond: Callable[[], bool], tries: int = 200) -> 
 
 async def test_sql_screen_shows_rows_and_errors_inline(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     async with app.run_test(size=NARROW) as pilot:
         await pilot.press("1")
         await pilot.press("colon")
@@ -84,7 +85,7 @@ async def test_sql_screen_shows_rows_and_errors_inline(tmp_path: Path) -> None:
 
 async def test_help_and_stats_screens_open_and_close(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     async with app.run_test(size=NARROW) as pilot:
         await pilot.press("1", "2", "t")
         await pilot.press("question_mark")
@@ -109,7 +110,7 @@ async def test_stats_screen_draws_training_curves(tmp_path: Path) -> None:
     steps = [{"loss": 0.69 - i / 100, "rewards/margins": i / 10} for i in range(5)]
     store.add_adapter(version=1, parent=None, labels_used=16, label_hash="h", regime="reset", path="adapters/v1",
                       config={}, metrics={"loss": 0.65, "rewards/accuracies": 0.75}, manifest={}, steps=steps)
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("g")
         assert list(app.screen.query_one("#spark-loss", Sparkline).data) == [s["loss"] for s in steps]
@@ -133,7 +134,7 @@ def test_help_lists_every_key() -> None:
 
 async def test_palette_offers_every_action_and_restart(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     async with app.run_test(size=WIDE):
         titles = {c.title for c in app.get_system_commands(app.screen)}
         for title in ("A better", "B better", "Tie", "Both bad", "Skip", "Undo", "Diff", "Help", "SQL", "Stats",
@@ -151,7 +152,7 @@ async def test_worker_failure_shows_dialog_and_labeling_goes_on(tmp_path: Path) 
     def boom(sink: Any, cancel: threading.Event) -> str | None:
         raise AplError("cannot load model 'nope'", hint="check --model")
 
-    app = LabelApp(ScriptedEngine(store, [boom]), store)
+    app = LabelApp(LabelDesk(store), ScriptedLearner(store, [boom]))
     async with app.run_test(size=NARROW) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorDialog))
         assert text(app, "#error-message") == "cannot load model 'nope'"
@@ -185,7 +186,7 @@ async def test_worker_fills_empty_pool_and_reports_progress(tmp_path: Path) -> N
         cancel.wait(30)  # a long step: quitting must cancel it
         return None
 
-    app = LabelApp(ScriptedEngine(store, [generate, train]), store)
+    app = LabelApp(LabelDesk(store), ScriptedLearner(store, [generate, train]))
     async with app.run_test(size=NARROW) as pilot:
         await wait_until(pilot, lambda: "generating 1/2" in text(app, "#status"))
         assert "Generating the pool" in text(app, "#waiting")
@@ -198,13 +199,13 @@ async def test_worker_fills_empty_pool_and_reports_progress(tmp_path: Path) -> N
 
 
 def test_progress_messages_coalesce() -> None:
-    a = EngineReported(StepProgressed("scoring", 1, 10))
-    assert a.can_replace(EngineReported(StepProgressed("scoring", 2, 10)))
-    assert not a.can_replace(EngineReported(StepProgressed("generating", 1, 10)))
-    assert EngineReported(TrainStepDone(1, 4)).can_replace(EngineReported(TrainStepDone(2, 4)))
-    assert not EngineReported(PoolGenerated(1, 0)).can_replace(EngineReported(PoolGenerated(2, 0)))
-    assert EngineStepFinished(None).can_replace(EngineStepFinished("scored 3 pairs"))
-    assert not EngineStepFinished("scored").can_replace(EngineStepFinished(None))
+    a = LearnerReported(StepProgressed("scoring", 1, 10))
+    assert a.can_replace(LearnerReported(StepProgressed("scoring", 2, 10)))
+    assert not a.can_replace(LearnerReported(StepProgressed("generating", 1, 10)))
+    assert LearnerReported(TrainStepDone(1, 4)).can_replace(LearnerReported(TrainStepDone(2, 4)))
+    assert not LearnerReported(PoolGenerated(1, 0)).can_replace(LearnerReported(PoolGenerated(2, 0)))
+    assert LearnerStepFinished(None).can_replace(LearnerStepFinished("scored 3 pairs"))
+    assert not LearnerStepFinished("scored").can_replace(LearnerStepFinished(None))
     assert activity_text(Event()) is None
 
 
@@ -213,13 +214,13 @@ def test_first_frame_does_not_import_torch(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
 from pathlib import Path
+from apl_tui.desk import LabelDesk
 from apl_tui.store import Store
-from apl_tui.engine import Engine
 from apl_tui.tui.app import LabelApp
 
 async def main():
     store = Store(Path({str(tmp_path / 's')!r}))
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("1")
     store.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
 from apl_tui.store import Store
 from tests.test_tui import make_store
 
@@ -78,7 +78,7 @@ def test_labels_survive_kill_9(tmp_path: Path) -> None:
         assert [o for (o,) in events].count("undo") == 1
         assert len(events) == 7  # six labels and one undo, all committed before the kill
         assert store.query("SELECT count(*) FROM effective_labels")[1][0][0] == expected_effective
-        pending = Engine(store).next_pair()
+        pending = LabelDesk(store).next_pair()
         assert pending is not None and pending.prompt in prompt_line
     finally:
         store.close()

@@ -82,12 +82,12 @@ def export_seconds(store: Any, path: Path) -> float:
 
 FIRST_FRAME = """
 import asyncio, json, sys, time
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
 from apl_tui.store import Store
 from apl_tui.tui.app import LabelApp
 
 store = Store(sys.argv[1])
-app = LabelApp(Engine(store), store, start_worker=False)
+app = LabelApp(LabelDesk(store))
 seen = {}
 
 async def first_frame(pilot):

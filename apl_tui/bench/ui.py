@@ -33,10 +33,10 @@ async def _session(store: Any, labels: int) -> list[float]:
     """Seconds from each key press to the next pair on screen, after WARMUP_LABELS untimed ones."""
     from textual import events
 
-    from apl_tui.engine import Engine
+    from apl_tui.desk import LabelDesk
     from apl_tui.tui.app import LabelApp
 
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     times: list[float] = []
     async with app.run_test(size=(160, 45)) as pilot:
         await pilot.pause()
@@ -65,18 +65,18 @@ async def _session(store: Any, labels: int) -> list[float]:
 def engine_breakdown(store: Any, cycles: int = 30) -> dict[str, float]:
     """Median ms of the engine calls one label makes on the UI thread (no Textual): where the time goes."""
     from apl_tui.bench.timing import Stat
-    from apl_tui.engine import Engine
+    from apl_tui.desk import LabelDesk
 
-    engine = Engine(store)
+    desk = LabelDesk(store)
     parts: dict[str, list[float]] = {"record_label": [], "next_pair": [], "status": []}
-    shown = engine.next_pair()
+    shown = desk.next_pair()
     for _ in range(cycles):
         t0 = time.perf_counter()
-        engine.record_label(shown, "a")  # type: ignore[arg-type]
+        desk.record_label(shown, "a")  # type: ignore[arg-type]
         t1 = time.perf_counter()
-        shown = engine.next_pair()
+        shown = desk.next_pair()
         t2 = time.perf_counter()
-        engine.status()
+        desk.status()
         t3 = time.perf_counter()
         parts["record_label"].append(t1 - t0)
         parts["next_pair"].append(t2 - t1)

@@ -75,7 +75,7 @@ def generate(store: StoreOpt = DEFAULT_STORE, n: Annotated[int, typer.Option("--
     """Fill the pool with N new pairs sampled from the current policy."""
     engine = open_engine(store, model=model, device=device, acquisition=acquisition)
     target = engine.store.pool_size() + n
-    added = _heavy(lambda sink, cancel: engine.refill(sink, cancel, target=target))
+    added = _heavy(lambda sink, cancel: engine.learner.refill(sink, cancel, target=target))
     err.print(f"added {added} pairs; pool holds {engine.store.pool_size()} unlabeled")
 
 
@@ -85,7 +85,7 @@ def score(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None, model: Mo
           device: DeviceOpt = None) -> None:
     """Rescore the pool with the current adapter (chunked, resumable)."""
     engine = open_engine(store, model=model, device=device, acquisition=acquisition)
-    n = _heavy(lambda sink, cancel: engine.score(sink, cancel))
+    n = _heavy(lambda sink, cancel: engine.learner.score(sink, cancel))
     err.print(f"scored {n} pairs with {engine.config.acquisition.name}")
 
 
@@ -98,7 +98,7 @@ def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
     import json
 
     engine = open_engine(store, acquisition=acquisition)
-    shown = engine.next_pair(source="cli")
+    shown = engine.desk.next_pair(source="cli")
     if shown is None:
         raise AplError("no unlabeled pair in the pool", hint="apl generate --n 32")
     if json_out:
@@ -125,7 +125,7 @@ def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
 def train(store: StoreOpt = DEFAULT_STORE, model: ModelOpt = None, device: DeviceOpt = None) -> None:
     """Train one DPO round on the labels so far and save it as the next adapter version."""
     engine = open_engine(store, model=model, device=device)
-    info = _heavy(lambda sink, cancel: engine.train(sink, cancel))
+    info = _heavy(lambda sink, cancel: engine.learner.train(sink, cancel))
     if info is None:
         raise AplError("no preference labels to train on", hint="label some pairs first (apl label or apl run)")
     err.print(f"adapter v{info.version} saved in {engine.store.root / info.path}")
@@ -163,8 +163,7 @@ def eval_(oracle: OracleOpt = "vader", store: StoreOpt = DEFAULT_STORE,
 
     engine = open_engine(store, model=model, device=device)
     judge = build_oracle(oracle, seed=engine.config.loop.seed)
-    versions = [adapter] if adapter is not None else [
-        r[0] for r in engine.store.query("SELECT version FROM adapters ORDER BY version")[1]]
+    versions = [adapter] if adapter is not None else engine.store.adapter_versions()
     if not versions:
         raise AplError("no adapter to evaluate yet", hint="train a round first (apl train or apl run)")
     for v in versions:

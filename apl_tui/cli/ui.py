@@ -19,16 +19,16 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_app(engine: Any, *, start_worker: bool = True) -> None:
-    """Run the labeling app over an engine; the store is closed afterwards."""
+    """Run the labeling app over an engine's desk and learner; the store is closed afterwards."""
     from apl_tui.tui.app import LabelApp
 
-    store = engine.store
-    if engine.config.model.threads == 0:
+    store, learner = engine.store, engine.learner
+    if learner.config.model.threads == 0:
         # Leave a core to the interface: torch's spinning threads would otherwise starve it.
-        engine.config = engine.config.replace("model", threads=max(1, (os.cpu_count() or 2) - 1))
+        learner.config = learner.config.replace("model", threads=max(1, (os.cpu_count() or 2) - 1))
     try:
-        LabelApp(engine, store, engine.config, start_worker=start_worker).run()
-        status = engine.status()
+        LabelApp(engine.desk, learner if start_worker else None).run()
+        status = engine.desk.status()
     finally:
         store.close()
     err.print(f"{status.labels_session} labels this session, {status.labels_total} in {store.root}; all saved")

@@ -1,8 +1,10 @@
-"""The labeling app: owns the engine, runs its background work, keeps the snapshot fresh.
+"""The labeling app: owns the label desk, the learner's thread and the snapshot writer.
 
-Threads: labels, undo and the queue run on the UI thread (human-paced, small DuckDB queries,
-committed before the next pair shows). `Engine.step` runs in a Textual thread worker that only
-posts messages; it never touches a widget. DuckDB holds the state; messages say "look again".
+Threads: labels, undo and the queue run on the UI thread through the `LabelDesk` (human-paced,
+small DuckDB queries, committed before the next pair shows). `Learner.step` runs on a
+`LearnerThread` that only posts messages; it never touches a widget. A `SnapshotWriter` thread
+keeps the Parquet snapshot fresh. Shutdown always runs in one order: cancel the learner, join
+both threads (bounded), write the final snapshot; the caller then closes the store.
 """
 
 from __future__ import annotations
@@ -14,29 +16,31 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.worker import Worker, WorkerState, get_current_worker
 
-from apl_tui.errors import AplError, Cancelled
+from apl_tui.errors import AplError
 from apl_tui.events import (Event, ModelLoaded, PoolGenerated, PoolScored, RoundTrained, StepProgressed,
                             TrainStepDone, WarningRaised)
-from apl_tui.tui.messages import EngineReported, EngineStepFinished
+from apl_tui.snapshot_writer import SnapshotWriter
+from apl_tui.tui.messages import LabelsChanged, LearnerFailed, LearnerReported, LearnerStepFinished
 from apl_tui.tui.screens.label import LabelScreen
 
 if TYPE_CHECKING:
-    from apl_tui.config import AplConfig
-    from apl_tui.engine import Engine
-    from apl_tui.store import Store
+    from apl_tui.desk import LabelDesk
+    from apl_tui.learner import Learner, LearnerThread
 
 logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_S = 0.5
-"""How long the worker waits when the engine has nothing due."""
+"""How long the learner's thread waits when nothing is due."""
 GIL_SWITCH_INTERVAL_S = 0.0005
 """How often CPython offers the GIL to another thread while this app runs (default 0.005)."""
+LEARNER_JOIN_S = 0.5
+"""How long quitting waits for the learner to reach a cancel check before abandoning it."""
+SNAPSHOT_JOIN_S = 2.0
+"""How long quitting waits for a snapshot write in progress."""
 
 
 def activity_text(event: Event) -> str | None:
@@ -64,46 +68,49 @@ def activity_text(event: Event) -> str | None:
 
 
 class LabelApp(App[None]):
-    """Label preference pairs while a worker generates, scores and trains behind the screen.
+    """Label preference pairs while a learner generates, scores and trains behind the screen.
 
-    `engine` is an Engine or a factory `Callable[[Store], Engine]`. With `start_worker=False`
-    nothing runs in the background (tests, or labeling a ready pool without a model).
+    With `learner=None` nothing runs in the background (tests, or labeling a ready pool without
+    a model).
     """
 
     CSS_PATH = "app.tcss"
     TITLE = "apl label"
     BINDINGS = [Binding("ctrl+c", "quit", "quit", show=False, priority=True)]
 
-    def __init__(self, engine: Engine | Callable[[Store], Engine], store: Store, config: AplConfig | None = None,
-                 *, start_worker: bool = True, snapshot_interval_s: float = 2.0) -> None:
+    def __init__(self, desk: LabelDesk, learner: Learner | None = None, *,
+                 snapshot_interval_s: float = 2.0) -> None:
         super().__init__()
-        self.store = store
-        """The open store (this process owns it)."""
-        self.engine: Engine = engine if hasattr(engine, "next_pair") else engine(store)  # type: ignore[operator,assignment]
-        """The active-learning engine; light methods on this thread, `step` on the worker."""
-        self.config: AplConfig = config or getattr(self.engine, "config", None) or store.load_config()
+        self.desk = desk
+        """The label desk (UI thread only)."""
+        self.store = desk.store
+        """The open store (this process owns it; the caller closes it after `run`)."""
+        self.config = desk.config
         """The store's settings (loop.reveal decides when 'why this pair' shows)."""
-        self.start_worker_on_mount = start_worker
-        self.snapshot_interval_s = snapshot_interval_s
-        self.activity = "starting" if start_worker else "worker off"
+        self.learner = learner
+        """The learner whose `step` runs on the background thread; None for no background work."""
+        self.learner_thread: LearnerThread | None = None
+        """The learner's thread and its owner (created on mount)."""
+        self.snapshots = SnapshotWriter(self.store, snapshot_interval_s)
+        """Keeps the snapshot fresh for other processes."""
+        self.activity = "starting" if learner is not None else "worker off"
         """What the background worker is doing, for the status line."""
-        self._engine_worker: Worker[None] | None = None
-        self._snapshot_dirty = False
-        self._snapshot_writing = False
-        self._last_snapshot = 0.0
+        self.shutdown_seconds: float | None = None
+        """How long the last shutdown took (cancel, join, final snapshot)."""
+        self._shut_down = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        # The worker thread holds the GIL between torch kernels; a labeler's key press should not
-        # wait out CPython's default 5 ms switch interval several times per frame.
+        # The learner holds the GIL between torch kernels; a labeler's key press should not wait
+        # out CPython's default 5 ms switch interval several times per frame.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        self.push_screen(LabelScreen())
-        self.set_interval(self.snapshot_interval_s, self._flush_snapshot)
-        if self.start_worker_on_mount:
-            # After the first frame: the worker is what loads torch and the model.
+        self.push_screen(LabelScreen(self.desk, reveal=self.config.loop.reveal))
+        self.snapshots.mark_dirty()
+        self.snapshots.start()
+        if self.learner is not None:
+            # After the first frame: the learner is what loads torch and the model.
             self.call_after_refresh(self.start_worker)
-        self.label_recorded()
 
     @property
     def label_screen(self) -> LabelScreen:
@@ -115,73 +122,68 @@ class LabelApp(App[None]):
 
     @property
     def worker_running(self) -> bool:
-        """Whether the background worker is alive."""
-        w = self._engine_worker
-        return w is not None and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        """Whether the learner's thread is alive."""
+        return self.learner_thread is not None and self.learner_thread.alive
+
+    def shutdown(self) -> None:
+        """Cancel → join the threads (bounded) → final snapshot. Idempotent; never raises."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        t0 = time.perf_counter()
+        if self.learner_thread is not None and not self.learner_thread.stop(LEARNER_JOIN_S):
+            logger.info("learner still busy at quit (model load or step in progress): abandoned")
+        if self.snapshots.stop(SNAPSHOT_JOIN_S):
+            self.snapshots.flush()
+        self.shutdown_seconds = time.perf_counter() - t0
 
     async def action_quit(self) -> None:
-        """Cancel the worker (it stops between steps), write the snapshot, leave."""
-        self.stop_worker()
-        self._flush_snapshot(force=True)
+        """Stop the background threads, write the snapshot, leave (labels are already committed)."""
+        self.shutdown()
         self.exit()
 
-    # ---- the background worker -------------------------------------------------------------
+    def on_unmount(self) -> None:
+        # Any way out (quit, a test leaving run_test, an exception) joins the threads.
+        self.shutdown()
+
+    # ---- the learner's thread --------------------------------------------------------------
 
     def start_worker(self) -> None:
-        """Start (or restart) the engine loop in a thread."""
+        """Start (or restart) the learner's thread."""
+        from apl_tui.learner import LearnerThread
+
+        if self.learner is None or self._shut_down:
+            return
         if self.worker_running:
             self.notify("the background worker is already running")
             return
-        self.activity = "loading model"
-        self._engine_worker = self._run_engine()
+        if self.learner_thread is None:
+            self.learner_thread = LearnerThread(
+                self.learner, sink=lambda event: self.post_message(LearnerReported(event)),
+                on_step=lambda did: self.post_message(LearnerStepFinished(did)),
+                on_error=lambda error: self.post_message(LearnerFailed(error)), idle_s=IDLE_SLEEP_S)
+        self.activity = "loading model" if not self.learner.loaded else "starting"
+        self.learner_thread.start()
         self._refresh_status()
-
-    def stop_worker(self) -> None:
-        """Ask the worker to stop; the engine checks the event between steps."""
-        if self._engine_worker is not None:
-            self._engine_worker.cancel()
 
     def action_restart_worker(self) -> None:
         """Start the background worker again after a failure."""
         self.start_worker()
 
-    @work(thread=True, exit_on_error=False, group="engine", name="engine")
-    def _run_engine(self) -> None:
-        """Call `engine.step` until cancelled; everything it says goes out as messages."""
-        worker = get_current_worker()
-        cancel = worker.cancelled_event
+    def on_learner_failed(self, message: LearnerFailed) -> None:
+        from apl_tui.tui.screens.error import ErrorDialog
 
-        def sink(event: Event) -> None:
-            self.post_message(EngineReported(event))
-
-        while not cancel.is_set():
-            try:
-                did = self.engine.step(sink, cancel)
-            except Cancelled:
-                return
-            self.post_message(EngineStepFinished(did))
-            if did is None:
-                cancel.wait(IDLE_SLEEP_S)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self._engine_worker:
-            return
-        if event.state == WorkerState.ERROR:
-            from apl_tui.tui.screens.error import ErrorDialog
-
-            error = event.worker.error
-            if isinstance(error, AplError):
-                message, hint = error.message, error.hint
-            else:
-                logger.error("background worker failed", exc_info=error)
-                message, hint = f"{type(error).__name__}: {error}".splitlines()[0], ""
-            self.activity = "worker stopped (ctrl+p: restart worker)"
-            self.push_screen(ErrorDialog(message, hint))
-        elif event.state in (WorkerState.CANCELLED, WorkerState.SUCCESS):
-            self.activity = "worker stopped"
+        error = message.error
+        if isinstance(error, AplError):
+            text, hint = error.message, error.hint
+        else:
+            logger.error("background worker failed", exc_info=error)
+            text, hint = f"{type(error).__name__}: {error}".splitlines()[0], ""
+        self.activity = "worker stopped (ctrl+p: restart worker)"
+        self.push_screen(ErrorDialog(text, hint))
         self._refresh_status()
 
-    def on_engine_reported(self, message: EngineReported) -> None:
+    def on_learner_reported(self, message: LearnerReported) -> None:
         event = message.event
         if isinstance(event, WarningRaised):
             self.notify(event.message, severity="warning", timeout=10)
@@ -190,12 +192,12 @@ class LabelApp(App[None]):
         if text:
             self.activity = text
         if isinstance(event, (PoolGenerated, PoolScored, RoundTrained)):
-            self._snapshot_dirty = True
+            self.snapshots.mark_dirty()
             self._with_label_screen(LabelScreen.pool_changed)
         else:
             self._refresh_status()
 
-    def on_engine_step_finished(self, message: EngineStepFinished) -> None:
+    def on_learner_step_finished(self, message: LearnerStepFinished) -> None:
         if message.description is None:
             # Idle ticks come twice a second: redraw only when the state changes.
             if self.activity != "idle":
@@ -205,6 +207,9 @@ class LabelApp(App[None]):
         self.activity = message.description
         self._with_label_screen(LabelScreen.pool_changed)
 
+    def on_labels_changed(self, _: LabelsChanged) -> None:
+        self.snapshots.mark_dirty()
+
     def _refresh_status(self) -> None:
         self._with_label_screen(LabelScreen.refresh_status)
 
@@ -213,38 +218,11 @@ class LabelApp(App[None]):
             screen = self.label_screen
         except LookupError:
             return
+        screen.activity = self.activity
+        screen.worker_running = self.worker_running
+        screen.model_loaded = self.learner is not None and self.learner.loaded
         if screen.is_mounted:
             method(screen)
-
-    # ---- snapshot for other processes ------------------------------------------------------
-
-    def label_recorded(self) -> None:
-        """A label or undo was committed: the snapshot is due (debounced)."""
-        self._snapshot_dirty = True
-
-    def _flush_snapshot(self, force: bool = False) -> None:
-        if not self._snapshot_dirty or (self._snapshot_writing and not force):
-            return
-        if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
-            return
-        self._snapshot_dirty = False
-        self._last_snapshot = time.monotonic()
-        if force:
-            self._write_snapshot()
-        else:
-            # Off the UI thread: copying every table takes tens of ms on a large store.
-            self._snapshot_writing = True
-            self.run_worker(self._write_snapshot, thread=True, group="snapshot", exit_on_error=False)
-
-    def _write_snapshot(self) -> None:
-        from apl_tui.snapshot import write_snapshot
-
-        try:
-            write_snapshot(self.store)
-        except (OSError, AplError) as e:
-            logger.warning("snapshot not written: %s", e)
-        finally:
-            self._snapshot_writing = False
 
     # ---- command palette -------------------------------------------------------------------
 

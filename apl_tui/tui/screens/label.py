@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -12,12 +12,13 @@ from textual.widgets import Footer
 
 from apl_tui.errors import AplError
 from apl_tui.records import ShownPair
+from apl_tui.tui.messages import LabelsChanged
 from apl_tui.tui.widgets.pair_view import PairView
 from apl_tui.tui.widgets.status_line import StatusLine
 from apl_tui.tui.widgets.why_panel import WhyPanel
 
 if TYPE_CHECKING:
-    from apl_tui.tui.app import LabelApp
+    from apl_tui.desk import DeskStatus, LabelDesk
 
 NARROW_WIDTH = 100
 """Below this many columns the completions stack vertically instead of side by side."""
@@ -45,24 +46,29 @@ class LabelScreen(Screen[None]):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("colon", "sql", "SQL", key_display=":", show=False),
         Binding("g", "stats", "stats", show=False),
-        Binding("q", "quit", "quit"),
+        Binding("q", "app.quit", "quit"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, desk: LabelDesk, *, reveal: str = "after") -> None:
         super().__init__()
+        self.desk = desk
+        """Where pairs come from and verdicts go (this screen runs on the UI thread)."""
+        self.reveal = reveal
+        """When 'why this pair' shows: "after" the label (blind) or "always"."""
+        self.activity = ""
+        """What the background worker is doing (the app keeps it current)."""
+        self.worker_running = False
+        """Whether the background worker is alive (the app keeps it current)."""
+        self.model_loaded = False
+        """Whether the learner has its model in memory (the app keeps it current)."""
         self.shown: ShownPair | None = None
         """The pair on screen; None while waiting for the pool."""
         self.shown_at = time.monotonic()
         """When the pair appeared (for the label's latency)."""
         self.session_times: list[float] = []
         """Monotonic times of this session's labels (for labels per hour)."""
-        self.engine_status: Any = None
-        """The engine's last EngineStatus, read after each label and on worker news."""
-
-    @property
-    def label_app(self) -> LabelApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
+        self.desk_status: DeskStatus | None = None
+        """The desk's last status, read after each label and on worker news."""
 
     def compose(self) -> ComposeResult:
         yield PairView(id="pair")
@@ -81,27 +87,25 @@ class LabelScreen(Screen[None]):
     # ---- showing pairs ---------------------------------------------------------------------
 
     def load_next(self) -> None:
-        """Ask the engine for the next pair (the pending one first) and show it."""
+        """Ask the desk for the next pair (the pending one first) and show it."""
         try:
-            shown = self.label_app.engine.next_pair()
+            shown = self.desk.next_pair()
         except AplError as e:
             self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error")
             shown = None
         self.shown = shown
         self.shown_at = time.monotonic()
         self.query_one(PairView).show_pair(shown, self._waiting_text())
-        if self.label_app.config.loop.reveal == "always":
+        if self.reveal == "always":
             self.query_one(WhyPanel).show_current(shown)
         # The pair first, the counts right after: key-to-pair latency is what a labeler feels.
         self.call_after_refresh(self.refresh_status)
 
     def _waiting_text(self) -> str:
-        app = self.label_app
-        status = self.engine_status
-        if not app.worker_running:
+        if not self.worker_running:
             return ("No pairs to label, and the background worker is stopped.\n"
                     "Restart it from the palette (ctrl+p → restart worker), or import prompts.")
-        if status is not None and not status.policy_loaded:
+        if not self.model_loaded:
             return "Loading the model… the first pairs follow (generating the pool)."
         return "Generating the pool… pairs appear here as soon as they are ready."
 
@@ -117,13 +121,12 @@ class LabelScreen(Screen[None]):
             self.refresh_status()
 
     def refresh_status(self) -> None:
-        """Read the engine's status (small DuckDB queries) and redraw the status line."""
+        """Read the desk's status (one small DuckDB query) and redraw the status line."""
         try:
-            self.engine_status = self.label_app.engine.status()
+            self.desk_status = self.desk.status()
         except AplError as e:
             self.notify(e.message, severity="error")
-        self.query_one(StatusLine).refresh_status(
-            self.engine_status, self.label_app.activity, self.per_hour(), self.shown)
+        self.query_one(StatusLine).refresh_status(self.desk_status, self.activity, self.per_hour(), self.shown)
         if self.shown is None:
             self.query_one(PairView).show_pair(None, self._waiting_text())
 
@@ -145,27 +148,27 @@ class LabelScreen(Screen[None]):
         outcome = VERDICT_OUTCOMES.get(verdict) or shown.outcome_for_side(verdict)
         latency_ms = int((time.monotonic() - self.shown_at) * 1000)
         try:
-            self.label_app.engine.record_label(shown, outcome, latency_ms=latency_ms)
+            self.desk.record_label(shown, outcome, latency_ms=latency_ms)
         except AplError as e:
             self.notify(f"label not saved: {e.message}", severity="error")
             return
         self.session_times.append(time.monotonic())
-        self.label_app.label_recorded()
-        if self.label_app.config.loop.reveal != "always":
+        self.post_message(LabelsChanged())
+        if self.reveal != "always":
             self.query_one(WhyPanel).show_last(shown, verdict)
         self.load_next()
 
     def action_undo(self) -> None:
         """Undo the newest label (again for older ones); that pair comes back to be labeled."""
         try:
-            undone = self.label_app.engine.undo()
+            undone = self.desk.undo()
         except AplError as e:
             self.notify(f"undo failed: {e.message}", severity="error")
             return
         if undone is None:
             self.notify("nothing to undo")
             return
-        self.label_app.label_recorded()
+        self.post_message(LabelsChanged())
         self.query_one(WhyPanel).clear()
         self.notify(f"undid the label of pair {undone}")
         self.load_next()
@@ -189,14 +192,10 @@ class LabelScreen(Screen[None]):
         """Query the live store with read-only SQL."""
         from apl_tui.tui.screens.sql import SqlScreen
 
-        self.app.push_screen(SqlScreen(self.label_app.store))
+        self.app.push_screen(SqlScreen(self.desk.store))
 
     def action_stats(self) -> None:
         """Labels per hour, biases, adapters and training curves."""
         from apl_tui.tui.screens.stats import StatsScreen
 
-        self.app.push_screen(StatsScreen(self.label_app.store))
-
-    async def action_quit(self) -> None:
-        """Stop the worker and leave (every label is already committed)."""
-        await self.label_app.action_quit()
+        self.app.push_screen(StatsScreen(self.desk.store))

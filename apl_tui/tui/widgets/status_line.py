@@ -32,8 +32,8 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
                 compact: bool = False) -> str:
     """One line of facts, most important first, separated by ' │ ' (shorter words when compact).
 
-    `status` is the engine's EngineStatus (labels_total, labels_session, pool_size,
-    adapter_version, labels_since_round, round_due_at, policy_loaded); None before the first read.
+    `status` is the desk's DeskStatus (labels_total, labels_session, pool_size,
+    adapter_version, labels_since_round, round_due_at); None before the first read.
     """
     parts: list[str] = []
     if status is not None:
