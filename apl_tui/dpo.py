@@ -70,13 +70,10 @@ def _stuck_value(cfg: TrainConfig) -> float:
     return 1 / (4 * cfg.beta**2) if cfg.loss == "ipo" else math.log(2)
 
 
-def _learning_rate(cfg: TrainConfig, step: int, total: int, schedule: str) -> float:
-    """Linear warm-up over cfg.warmup_steps (step counts from 1), then constant or linear decay."""
+def _learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over cfg.warmup_steps (step counts from 1), then constant."""
     if cfg.warmup_steps > 0 and step <= cfg.warmup_steps:
         return cfg.learning_rate * step / (cfg.warmup_steps + 1)
-    if schedule == "linear":
-        remaining = max(total - cfg.warmup_steps, 1)
-        return cfg.learning_rate * max(total - step + 1, 0) / remaining
     return cfg.learning_rate
 
 
@@ -94,8 +91,7 @@ def _micro_batches(n: int, cfg: TrainConfig, epoch: int) -> list[list[list[int]]
 
 def train_dpo(policy: Policy, pairs: Sequence[Pair], ref_chosen: Sequence[float], ref_rejected: Sequence[float],
               cfg: TrainConfig, *, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
-              on_step: Callable[[int, dict[str, float]], None] | None = None,
-              schedule: str = "constant") -> list[dict[str, float]]:
+              on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Train the policy's CURRENT adapter with DPO; return the metrics of each optimizer step.
 
     `ref_chosen[i]`, `ref_rejected[i]` are the reference log-probs of pairs[i] (cached by the
@@ -130,7 +126,7 @@ def train_dpo(policy: Policy, pairs: Sequence[Pair], ref_chosen: Sequence[float]
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("training cancelled", hint="the adapter being trained was discarded")
                 step += 1
-                lr = _learning_rate(cfg, step, total, schedule)
+                lr = _learning_rate(cfg, step)
                 for pg in optimizer.param_groups:
                     pg["lr"] = lr
                 metrics = _optimizer_step(policy, optimizer, params, pairs, ref_chosen, ref_rejected, group, cfg)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apl_tui.atomic import atomic_file
 from apl_tui.config import ACQUISITIONS, AplConfig
 from apl_tui.errors import ConfigError
 from apl_tui.events import ProgressSink, ignore
@@ -82,9 +83,8 @@ def _read_points(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1))
 
 
 def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: ProgressSink = ignore,

@@ -18,12 +18,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from apl_tui.atomic import atomic_folder
 from apl_tui.errors import ModelError
 from apl_tui.events import ProgressSink, StepProgressed, ignore
 
@@ -133,18 +132,12 @@ def _smollm2_folder() -> Path:
 
 
 def _atomic_save(target: Path, save: Any) -> None:
-    """Run `save(tmp_folder)` then rename into place, so a crash never leaves a half cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    """Run `save(tmp_folder)` then rename into place, so a crash never leaves a half cache.
+
+    If another process finished the same conversion first, its copy is kept.
+    """
+    with atomic_folder(target, keep_existing=True) as tmp:
         save(tmp)
-        if target.exists():  # another process finished first; keep its copy
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def smollm2_tokenizer(cache_dir: Path) -> Any:

@@ -38,7 +38,8 @@ from apl_tui.errors import OracleError
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = ("a", "b", "tie", "unparseable")
+VERDICTS = ("a", "b", "tie", "unparseable")
+"""What an oracle may answer about (left, right); `records.OUTCOMES` are the label log's terms."""
 KNOWN_ORACLES = ("vader", "openai", "python:MODULE:FUNCTION")
 DEFAULT_INSTRUCTION = (
     "The text is the start of a movie review, continued by two assistants. "
@@ -58,8 +59,8 @@ class Verdict:
     rationale: str = ""
 
     def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES:
-            raise OracleError(f"verdict outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}",
+        if self.outcome not in VERDICTS:
+            raise OracleError(f"verdict outcome {self.outcome!r} is not one of {', '.join(VERDICTS)}",
                               hint="an oracle must answer a, b, tie or unparseable")
 
 
@@ -322,7 +323,7 @@ class PythonOracle:
         rationale = ""
         if isinstance(result, tuple) and len(result) == 2:
             result, rationale = result
-        if isinstance(result, str) and result.strip().lower() in OUTCOMES:
+        if isinstance(result, str) and result.strip().lower() in VERDICTS:
             return Verdict(result.strip().lower(), str(rationale))
         raise OracleError(f"oracle {self.name} returned {result!r}",
                           hint='return "a", "b", "tie", a Verdict, or (outcome, rationale)')

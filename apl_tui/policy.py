@@ -13,9 +13,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apl_tui.atomic import atomic_folder
 from apl_tui.config import GenerationConfig, LoraSettings, ModelConfig
 from apl_tui.errors import ModelError
 from apl_tui.events import ModelLoaded, ProgressSink, ignore
@@ -242,21 +240,8 @@ class Policy:
         """
         if not self.has_adapter:
             raise ModelError("no adapter to save", hint="train a round first")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_folder(Path(path)) as tmp:
             self.model.save_pretrained(tmp)
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         if version is not None:
             self.adapter_version = version
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 OUTCOMES = ("a", "b", "tie", "both_bad", "skip")
 """Verdicts about a candidate's completions, always in the candidate's own A/B terms."""
 
-PREFERENCE_OUTCOMES = ("a", "b")
 """Outcomes that become DPO training pairs; ties, both-bad and skips do not."""
 
 

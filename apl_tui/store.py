@@ -44,9 +44,11 @@ def _is_lock_error(e: Exception) -> bool:
 class Store(QueueMixin):
     """A store folder and its open database.
 
-    >>> store = Store.create(Path("store"))       # doctest: +SKIP
-    >>> store.add_prompts(["Once upon"], split="train", source="x.txt")
-    (1, 0)
+    >>> import tempfile
+    >>> store = Store.create(Path(tempfile.mkdtemp()) / "store")
+    >>> store.add_prompts(["Once upon", "Once upon", "A time"], split="train", source="x.txt")
+    (2, 1)
+    >>> store.close()
     """
 
     def __init__(self, root: Path, *, read_only: bool = False) -> None:
@@ -96,10 +98,6 @@ class Store(QueueMixin):
     @property
     def config_path(self) -> Path:
         return self.root / "config.toml"
-
-    @property
-    def adapters_dir(self) -> Path:
-        return self.root / "adapters"
 
     @property
     def cache_dir(self) -> Path:

@@ -1,18 +1,14 @@
-"""The embedded SmolLM2-135M end to end, plus timings (run with `-m integration -s`).
+"""The embedded SmolLM2-135M end to end (run with `-m integration`).
 
 Deselected by default (slow: a one-off GGUF conversion, then seconds per step on 2 CPU cores).
-Timings are printed, not asserted (measure, don't guess); APL_BENCH_OUT=file.json saves them.
+Speed is measured by `apl bench`, not here.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -32,7 +28,6 @@ PROMPTS = [
     "This is the best", "The soundtrack alone", "I expected more from", "The ending of this movie",
     "Few films manage to", "The cast includes",
 ]
-TIMINGS: dict[str, dict[str, float]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,6 @@ def test_first_load_converts_then_loads_from_the_cache(smol_cache: Path) -> None
     with torch.no_grad():
         assert torch.equal(first.model(**ids).logits, second.model(**ids).logits)
     assert second.model.config.num_hidden_layers == 30 and second.tokenizer.eos_token_id == 2
-    TIMINGS.setdefault("smollm2-135m", {}).update(first_load_s=convert_s, cached_load_s=cached_s)
     print(f"\nsmollm2-135m: first load (conversion) {convert_s:.1f} s, cached load {cached_s:.2f} s")
 
 
@@ -96,45 +90,3 @@ def test_one_dpo_step_runs(smol: Policy) -> None:
         assert history[1]["rewards/margins"] > history[0]["rewards/margins"]
     finally:
         smol.drop_adapter()
-
-
-# --- timings ----------------------------------------------------------------------------------------
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
-
-
-def bench(policy: Policy) -> dict[str, float]:
-    """Generation of 16 prompts × 24 tokens, policy log-probs of 64 pairs, one DPO step of 8 pairs."""
-    gen_s, samples = _timed(lambda: policy.generate(PROMPTS, n=1, temperature=0.7, min_new_tokens=24,
-                                                    max_new_tokens=24, seed=0, batch_size=16))
-    texts = [row[0].text for row in samples]
-    pairs = [Pair(PROMPTS[i % 16], texts[i % 16], texts[(i + 5) % 16]) for i in range(64)]
-    prompts = [p.prompt for p in pairs]
-    policy.new_adapter(LoraSettings(), seed=0)
-    try:
-        logp_s, _ = _timed(lambda: policy.sequence_logps(prompts + prompts, [p.chosen for p in pairs]
-                                                         + [p.rejected for p in pairs], batch_size=16))
-        ref_c = policy.reference_logps(prompts[:8], [p.chosen for p in pairs[:8]]).tolist()
-        ref_r = policy.reference_logps(prompts[:8], [p.rejected for p in pairs[:8]]).tolist()
-        cfg = TrainConfig(epochs=1, batch_size=8, warmup_steps=0)
-        dpo_s, history = _timed(lambda: train_dpo(policy, pairs[:8], ref_c, ref_r, cfg))
-        assert len(history) == 1
-    finally:
-        policy.drop_adapter()
-    return {"generate_16x24_s": gen_s, "sequence_logps_64_pairs_s": logp_s, "dpo_step_8_pairs_s": dpo_s}
-
-
-@pytest.mark.parametrize("spec", ["tiny-random", "smollm2-135m"])
-def test_timings(spec: str, smol: Policy, smol_cache: Path) -> None:
-    policy = smol if spec == "smollm2-135m" else Policy.load(ModelConfig(spec=spec, device="cpu"), smol_cache)
-    numbers = bench(policy)
-    TIMINGS.setdefault(spec, {}).update(numbers)
-    print(f"\n{spec} ({torch.get_num_threads()} threads): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
-    out = os.environ.get("APL_BENCH_OUT")
-    if out:
-        Path(out).write_text(json.dumps(TIMINGS, indent=2), encoding="utf-8")

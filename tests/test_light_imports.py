@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LIGHT = ["apl_tui.cli", "apl_tui.store", "apl_tui.engine", "apl_tui.desk", "apl_tui.learner", "apl_tui.snapshot_writer", "apl_tui.acquisition", "apl_tui.oracles",
+LIGHT = ["apl_tui.cli", "apl_tui.store", "apl_tui.engine", "apl_tui.desk", "apl_tui.learner",
+         "apl_tui.snapshot_writer", "apl_tui.atomic", "apl_tui.acquisition", "apl_tui.oracles",
          "apl_tui.snapshot", "apl_tui.queries", "apl_tui.batch", "apl_tui.pool"]
 
 

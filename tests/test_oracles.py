@@ -16,8 +16,8 @@ import pytest
 
 from apl_tui.errors import OracleError
 from apl_tui.oracles import (
-    Oracle,
     OpenAIOracle,
+    Oracle,
     Verdict,
     build_oracle,
     parse_answer,

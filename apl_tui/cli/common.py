@@ -33,6 +33,7 @@ out = Console()
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", envvar="APL_STORE", help="store folder",
                                         show_default=True)]
 DEFAULT_STORE = Path("store")
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec (default: the store's config)")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from apl_tui.atomic import atomic_file
 from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config, out
 from apl_tui.errors import AplError
 
@@ -99,9 +100,8 @@ def export(
             if output is None:
                 sys.stdout.write(text)
             else:
-                tmp = output.with_name(output.name + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(output)
+                with atomic_file(output) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
     finally:
         reader.close()
     err.print(f"exported {len(records):,} preference records" + (f" to {output}" if output else ""))
@@ -116,9 +116,8 @@ def _write_parquet(records: list[dict[str, Any]], cols: list[str], output: Path)
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(records) if records else pa.table({c: pa.array([], pa.string()) for c in cols})
-    tmp = output.with_name(output.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(output)
+    with atomic_file(output) as tmp:
+        pq.write_table(table, tmp)
 
 
 @app.command()

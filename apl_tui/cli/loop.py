@@ -7,11 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out
+from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out
 from apl_tui.config import ACQUISITIONS
 from apl_tui.errors import AplError, Cancelled
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec (default: the store's config)")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
 AcqOpt = Annotated[str | None, typer.Option("--acquisition", "-a", help=f"one of {', '.join(ACQUISITIONS)}")]
 OracleOpt = Annotated[str, typer.Option("--oracle", "-o", help="vader, vader:noise=T, openai or python:mod:fn")]

@@ -8,7 +8,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apl_tui.cli.common import err
 from apl_tui.events import (
-    EvalFinished, Event, ModelLoaded, PoolGenerated, PoolScored, RoundTrained, StepProgressed, TrainStepDone,
+    EvalFinished,
+    Event,
+    ModelLoaded,
+    PoolGenerated,
+    PoolScored,
+    RoundTrained,
+    StepProgressed,
+    TrainStepDone,
     WarningRaised,
 )
 

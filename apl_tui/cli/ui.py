@@ -10,10 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config
+from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, err, friendly, new_store_config
 from apl_tui.errors import AplError
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec (default: the store's config)")]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 """The repository's example prompt sets and config (used by `apl demo`)."""
 

@@ -21,8 +21,16 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from apl_tui.errors import AplError
-from apl_tui.events import (Event, ModelLoaded, PoolGenerated, PoolScored, RoundTrained, StepProgressed,
-                            TrainStepDone, WarningRaised)
+from apl_tui.events import (
+    Event,
+    ModelLoaded,
+    PoolGenerated,
+    PoolScored,
+    RoundTrained,
+    StepProgressed,
+    TrainStepDone,
+    WarningRaised,
+)
 from apl_tui.snapshot_writer import SnapshotWriter
 from apl_tui.tui.messages import LabelsChanged, LearnerFailed, LearnerReported, LearnerStepFinished
 from apl_tui.tui.screens.label import LabelScreen

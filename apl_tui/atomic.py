@@ -1,0 +1,57 @@
+"""Write files and folders so that a crash leaves the old version or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write; it replaces `path` only if the block succeeds.
+
+    >>> import tempfile; target = Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_file(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; it is renamed into place if the block succeeds.
+
+    An existing `path` is replaced (moved aside first, then removed), or with `keep_existing`
+    kept and the new copy discarded (another process finished the same work first).
+    Temporary folders are hidden (`.NAME.*`) so a store can clean up leftovers of a crash.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists() and keep_existing:
+            shutil.rmtree(tmp)
+            return
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
