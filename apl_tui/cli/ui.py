@@ -25,12 +25,20 @@ def run_app(engine: Any, *, start_worker: bool = True) -> None:
     if learner.config.model.threads == 0:
         # Leave a core to the interface: torch's spinning threads would otherwise starve it.
         learner.config = learner.config.replace("model", threads=max(1, (os.cpu_count() or 2) - 1))
+    label_app = LabelApp(engine.desk, learner if start_worker else None)
     try:
-        LabelApp(engine.desk, learner if start_worker else None).run()
+        label_app.run()
         status = engine.desk.status()
     finally:
         store.close()
     err.print(f"{status.labels_session} labels this session, {status.labels_total} in {store.root}; all saved")
+    if label_app.worker_running:
+        # The learner was abandoned inside a model load or a torch kernel. Every label is
+        # committed and the store is closed; waiting for the interpreter to wind that thread
+        # (and the loaders' own pools) down would keep the user from their shell for seconds.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command()

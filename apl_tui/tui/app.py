@@ -45,7 +45,7 @@ IDLE_SLEEP_S = 0.5
 """How long the learner's thread waits when nothing is due."""
 GIL_SWITCH_INTERVAL_S = 0.0005
 """How often CPython offers the GIL to another thread while this app runs (default 0.005)."""
-LEARNER_JOIN_S = 0.5
+LEARNER_JOIN_S = 0.25
 """How long quitting waits for the learner to reach a cancel check before abandoning it."""
 SNAPSHOT_JOIN_S = 2.0
 """How long quitting waits for a snapshot write in progress."""
