@@ -37,9 +37,9 @@ def _bypassing_validation(cfg, **train):
 
 
 def _label(engine, n):
-    engine.refill(lambda e: None, None, target=n)
+    engine.learner.refill(lambda e: None, None, target=n)
     for i in range(n):
-        engine.record_label(engine.next_pair("test"), "ab"[i % 2], source="test")
+        engine.desk.record_label(engine.desk.next_pair("test"), "ab"[i % 2], source="test")
 
 
 # One step (the loss is still ln 2, the weights are already NaN) and several (the loss turns NaN).
@@ -50,17 +50,17 @@ def test_non_finite_round_is_refused_and_nothing_is_written(tmp_path, fresh_poli
     engine = Engine(store, cfg, policy=fresh_policy())
     _label(engine, 6)
     with pytest.raises(TrainingDiverged) as err:
-        engine.train(lambda e: None, None)
+        engine.learner.train(lambda e: None, None)
     assert "\n" not in err.value.message and err.value.hint
     assert ("nothing was saved" if epochs == 1 else "the round was discarded") in err.value.message
     assert store.query("SELECT count(*) FROM adapters")[1] == [(0,)]
     assert store.query("SELECT count(*) FROM train_metrics")[1] == [(0,)]
     assert not [p for p in (store.root / "adapters").iterdir() if p.name.startswith("v")]
-    assert not engine.policy.has_adapter
+    assert not engine.learner.policy.has_adapter
     # The same store trains fine once the setting is sane again.
     good = small_config()
     engine = Engine(store, good, policy=fresh_policy())
-    assert engine.train(lambda e: None, None).version == 1
+    assert engine.learner.train(lambda e: None, None).version == 1
     store.close()
 
 
@@ -70,7 +70,7 @@ def test_retire_then_the_loop_runs_again(tmp_path, fresh_policy):
     engine = Engine(store, cfg, policy=fresh_policy())
     run_loop(engine, build_oracle("vader"), budget=8)
     assert store.adapter_versions() == [1, 2]
-    engine.score(lambda e: None, None)
+    engine.learner.score(lambda e: None, None)
     assert store.query("SELECT count(*) FROM queue WHERE adapter_version = 2")[1][0][0] > 0
     store.close()
     # Damage v2 the way a crash or a disk error would: loading it now fails.
@@ -88,14 +88,14 @@ def test_retire_then_the_loop_runs_again(tmp_path, fresh_policy):
     assert store.query("SELECT count(*) FROM queue WHERE adapter_version = 2")[1] == [(0,)]
     assert store.query("SELECT reason FROM adapter_retirements")[1] == [("damaged",)]
     engine = Engine(store, cfg, policy=fresh_policy())
-    due, since, _ = engine.round_due()
+    due, since, _ = engine.desk.round_due()
     assert due and since == 4  # labels since v1 count again
     out = run_loop(engine, build_oracle("vader"), budget=12)
     assert out["labels"] == 12 and out["rounds"] >= 1
     v3 = store.adapter(3)
     assert v3 is not None and v3["parent"] == 1 and not v3["retired"]
     latest = store.latest_adapter()["version"]
-    assert latest == 2 + out["rounds"] and engine.policy.adapter_version == latest
+    assert latest == 2 + out["rounds"] and engine.learner.policy.adapter_version == latest
     with pytest.raises(AplError, match="adapter v2 is retired"):
         evaluate(engine, build_oracle("vader"), adapter_version=2)
     store.close()
