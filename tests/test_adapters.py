@@ -13,6 +13,7 @@ from apl_tui.cli import app
 from apl_tui.engine import Engine
 from apl_tui.errors import AplError, StoreError, TrainingDiverged
 from apl_tui.oracles import build_oracle
+from apl_tui.queries import stats
 from apl_tui.store import Store
 from tests.helpers import score_all
 from tests.test_loop import make_store, small_config
@@ -87,6 +88,7 @@ def test_retire_then_the_loop_runs_again(tmp_path, fresh_policy):
     # No queued pair keeps a score by the retired version; those rows fell back to older scores.
     assert store.query("SELECT count(*) FROM queue WHERE adapter_version = 2")[1] == [(0,)]
     assert store.query("SELECT reason FROM adapter_retirements")[1] == [("damaged",)]
+    assert [(a["version"], a["retired"]) for a in stats(store.cursor())["adapters"]] == [(1, False), (2, True)]
     engine = Engine(store, cfg, policy=fresh_policy())
     due, since, _ = engine.desk.round_due()
     assert due and since == 4  # labels since v1 count again
