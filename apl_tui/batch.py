@@ -110,6 +110,8 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
     info = store.adapter(version)
     if info is None:
         raise AplError(f"no adapter v{version}", hint="see `apl stats` for the versions that exist")
+    if info["retired"]:
+        raise AplError(f"adapter v{version} is retired", hint="evaluate another version (see `apl stats`)")
     tests = store.test_prompts(prompts)
     if not tests:
         raise AplError("no test prompts", hint="apl import FILE --split test")

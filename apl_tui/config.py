@@ -7,10 +7,11 @@ with the field's name in the message, not deep inside a training round.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from apl_tui.errors import ConfigError
 
@@ -20,138 +21,210 @@ LOSSES = ("sigmoid", "ipo", "robust")
 REGIMES = ("reset", "continue")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, **limits: Any) -> dict[str, Any]:
+    """Field metadata: help text plus the limits `_validate_fields` enforces.
+
+    Limits: ge/gt/le/lt (bounds), choices (allowed strings), nonempty (strings).
+    """
+    return {"help": text, **limits}
 
 
 def _check(ok: bool, name: str, why: str) -> None:
     if not ok:
-        raise ConfigError(f"setting {name} {why}", hint="fix it in config.toml or on the command line")
+        raise ConfigError(f"{name} {why}", hint=_HINT)
+
+
+_HINT = "fix it in config.toml or on the command line"
+
+
+def _describe(kind: str, meta: dict[str, Any]) -> str:
+    """What a field accepts, in words: 'a finite positive number', 'an integer in [0, 1)'."""
+    noun = {"float": "finite number", "int": "integer"}[kind]
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if lo and hi:
+        return f"{'an' if kind == 'int' else 'a'} {noun} in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    if lo == ("(", 0) or (kind == "int" and lo == ("[", 1)):
+        word = "finite positive number" if kind == "float" else "positive integer"
+        return f"a {word}"
+    if lo == ("[", 0):
+        return f"a {'finite non-negative number' if kind == 'float' else 'non-negative integer'}"
+    article = "an" if kind == "int" else "a"
+    if lo:
+        return f"{article} {noun} {'≥' if lo[0] == '[' else '>'} {lo[1]}"
+    if hi:
+        return f"{article} {noun} {'≤' if hi[0] == ']' else '<'} {hi[1]}"
+    return f"{article} {noun}"
+
+
+def _in_range(value: float, meta: dict[str, Any]) -> bool:
+    return not (("ge" in meta and value < meta["ge"]) or ("gt" in meta and value <= meta["gt"])
+                or ("le" in meta and value > meta["le"]) or ("lt" in meta and value >= meta["lt"]))
+
+
+def _validate_fields(obj: Any) -> None:
+    """Check every field of a settings section against its annotation and metadata limits.
+
+    Driven by the dataclass itself, so a new field is validated by declaring its type and limits;
+    TOML gives ints, floats, bools, strings and lists, and each must be the kind the field means
+    (`round_size = 2.5`, `seed = "x"`, `learning_rate = inf`, `target_modules = "q_proj"` all fail).
+    """
+    section = obj.SECTION
+    for f in dataclasses.fields(obj):
+        value, meta, name = getattr(obj, f.name), f.metadata, f"{section}.{f.name}"
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        got = f"got {value!r}" if not isinstance(value, float) else f"got {value}"
+        if kind == "bool":
+            ok, want = isinstance(value, bool), "true or false"
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and _in_range(value, meta)
+            want = _describe("int", meta)
+        elif kind == "float":
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and _in_range(value, meta))
+            want = _describe("float", meta)
+        elif kind == "str":
+            choices = meta.get("choices")
+            ok = isinstance(value, str) and (choices is None or value in choices) and \
+                not (meta.get("nonempty") and not value.strip())
+            want = f"one of {', '.join(choices)}" if choices else "a non-empty string" if meta.get("nonempty") \
+                else "a string"
+        elif kind == "tuple[str, ...]":
+            ok = isinstance(value, tuple) and all(isinstance(v, str) and v.strip() for v in value)
+            want = 'a list of names, like ["q_proj", "v_proj"]'
+        else:  # a new field type must get a rule here, not pass unchecked
+            raise AssertionError(f"no validation rule for {name}: {kind}")
+        if not ok:
+            raise ConfigError(f"{name} must be {want}, {got}", hint=_HINT)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which model is the policy, and how prompts are shown to it."""
 
+    SECTION: ClassVar[str] = "model"
     spec: str = field(default=DEFAULT_MODEL, metadata=_help(
-        "Hugging Face id, local folder, 'smollm2-135m' (embedded) or 'tiny-random'"))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
+        "Hugging Face id, local folder, 'smollm2-135m' (embedded) or 'tiny-random'", nonempty=True))
+    device: str = field(default="auto", metadata=_help("auto, cpu or cuda", choices=("auto", "cpu", "cuda")))
     system_prompt: str = field(default="", metadata=_help("system turn for chat templates; empty keeps prompts short"))
     use_chat_template: bool = field(default=False, metadata=_help(
         "wrap prompts in the tokenizer's chat template (off: continue the raw text, the IMDB task)"))
-    max_prompt_tokens: int = field(default=64, metadata=_help("longer prompts are cut from the left, with a warning"))
+    max_prompt_tokens: int = field(default=64, metadata=_help(
+        "longer prompts are cut from the left, with a warning", ge=1))
     trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the model folder"))
     threads: int = field(default=0, metadata=_help(
-        "CPU threads for torch; 0: all cores in batch commands, all but one in the labeling app"))
+        "CPU threads for torch; 0: all cores in batch commands, all but one in the labeling app", ge=0))
+    allow_download: bool = field(default=False, metadata=_help(
+        "let a Hugging Face id be fetched from the hub; off: only local files and the cache are used"))
 
     def __post_init__(self) -> None:
-        _check(self.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda")
-        _check(self.threads >= 0, "model.threads", "must be 0 (auto) or more")
-        _check(self.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be at least 1")
+        _validate_fields(self)
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
     """How pool completions are sampled (the paper: T = 0.7, 16–24 tokens on IMDB)."""
 
-    temperature: float = field(default=0.7, metadata=_help("sampling temperature for pool pairs"))
-    top_p: float = field(default=1.0, metadata=_help("nucleus sampling mass"))
-    min_new_tokens: int = field(default=16, metadata=_help("shortest completion in tokens"))
-    max_new_tokens: int = field(default=24, metadata=_help("longest completion in tokens"))
-    batch_size: int = field(default=16, metadata=_help("prompts per generate call"))
-    eval_temperature: float = field(default=0.25, metadata=_help("temperature for win-rate evaluation"))
+    SECTION: ClassVar[str] = "generation"
+    temperature: float = field(default=0.7, metadata=_help("sampling temperature for pool pairs", gt=0))
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling mass", gt=0, le=1))
+    min_new_tokens: int = field(default=16, metadata=_help("shortest completion in tokens", ge=0))
+    max_new_tokens: int = field(default=24, metadata=_help("longest completion in tokens", ge=1))
+    batch_size: int = field(default=16, metadata=_help("prompts per generate call", ge=1))
+    eval_temperature: float = field(default=0.25, metadata=_help("temperature for win-rate evaluation", gt=0))
 
     def __post_init__(self) -> None:
-        _check(self.temperature > 0, "generation.temperature", "must be positive")
-        _check(0 < self.top_p <= 1, "generation.top_p", "must be in (0, 1]")
-        _check(0 <= self.min_new_tokens <= self.max_new_tokens, "generation.min_new_tokens",
-               "must be between 0 and max_new_tokens")
-        _check(self.batch_size >= 1, "generation.batch_size", "must be at least 1")
+        _validate_fields(self)
+        _check(self.min_new_tokens <= self.max_new_tokens, "generation.min_new_tokens",
+               f"must be at most max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}")
 
 
 @dataclass(frozen=True)
 class LoraSettings:
     """The LoRA adapter trained by DPO; target modules default per architecture."""
 
-    r: int = field(default=8, metadata=_help("LoRA rank"))
-    alpha: int = field(default=16, metadata=_help("LoRA scaling numerator"))
-    dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps log-probs deterministic)"))
-    target_modules: tuple[str, ...] = field(default=(), metadata=_help("empty: q_proj, v_proj or the architecture's equivalent"))
+    SECTION: ClassVar[str] = "lora"
+    r: int = field(default=8, metadata=_help("LoRA rank", ge=1))
+    alpha: int = field(default=16, metadata=_help("LoRA scaling numerator", ge=1))
+    dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps log-probs deterministic)", ge=0, lt=1))
+    target_modules: tuple[str, ...] = field(default=(), metadata=_help(
+        "empty: q_proj, v_proj or the architecture's equivalent"))
 
     def __post_init__(self) -> None:
-        _check(self.r >= 1, "lora.r", "must be at least 1")
-        _check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
+        _validate_fields(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """DPO with LoRA. β = 0.1 is TRL's default; the paper used 0.2."""
 
-    beta: float = field(default=0.1, metadata=_help("DPO temperature β"))
-    loss: str = field(default="sigmoid", metadata=_help("sigmoid (DPO), ipo or robust"))
-    label_smoothing: float = field(default=0.0, metadata=_help("ε for the robust loss"))
+    SECTION: ClassVar[str] = "train"
+    beta: float = field(default=0.1, metadata=_help("DPO temperature β", gt=0))
+    loss: str = field(default="sigmoid", metadata=_help("sigmoid (DPO), ipo or robust", choices=LOSSES))
+    label_smoothing: float = field(default=0.0, metadata=_help("ε for the robust loss", ge=0, lt=0.5))
     regime: str = field(default="reset", metadata=_help(
-        "reset: fresh adapter on all labels each round (the paper); continue: train on new labels plus replay"))
-    epochs: int = field(default=4, metadata=_help("epochs over the training labels per round"))
+        "reset: fresh adapter on all labels each round (the paper); continue: train on new labels plus replay",
+        choices=REGIMES))
+    epochs: int = field(default=4, metadata=_help("epochs over the training labels per round", ge=1))
     learning_rate: float = field(default=2e-3, metadata=_help(
-        "AdamW learning rate (2e-3 with 4 epochs moved SmolLM2 on IMDB within 64 labels; 5e-4 with 3 did not)"))
-    batch_size: int = field(default=8, metadata=_help("pairs per micro-batch"))
-    grad_accum: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
-    warmup_steps: int = field(default=2, metadata=_help("linear learning-rate warm-up steps"))
-    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
-    replay: int = field(default=16, metadata=_help("old labels replayed per round in the continue regime"))
-    patience: int = field(default=0, metadata=_help("stop a round when the loss average has not improved for this many epochs (0: off)"))
-    seed: int = field(default=0, metadata=_help("seed for adapter init and batch order"))
+        "AdamW learning rate (2e-3 with 4 epochs moved SmolLM2 on IMDB within 64 labels; 5e-4 with 3 did not)",
+        gt=0))
+    batch_size: int = field(default=8, metadata=_help("pairs per micro-batch", ge=1))
+    grad_accum: int = field(default=1, metadata=_help("micro-batches per optimizer step", ge=1))
+    warmup_steps: int = field(default=2, metadata=_help("linear learning-rate warm-up steps", ge=0))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm", gt=0))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay", ge=0))
+    replay: int = field(default=16, metadata=_help("old labels replayed per round in the continue regime", ge=0))
+    patience: int = field(default=0, metadata=_help(
+        "stop a round when the loss average has not improved for this many epochs (0: off)", ge=0))
+    seed: int = field(default=0, metadata=_help("seed for adapter init and batch order", ge=0))
 
     def __post_init__(self) -> None:
-        _check(self.beta > 0, "train.beta", "must be positive")
-        _check(self.loss in LOSSES, "train.loss", f"must be one of {', '.join(LOSSES)}")
-        _check(self.regime in REGIMES, "train.regime", f"must be one of {', '.join(REGIMES)}")
-        _check(0 <= self.label_smoothing < 0.5, "train.label_smoothing", "must be in [0, 0.5)")
-        _check(self.epochs >= 1, "train.epochs", "must be at least 1")
-        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
-        _check(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size", "and grad_accum must be at least 1")
+        _validate_fields(self)
 
 
 @dataclass(frozen=True)
 class AcquisitionConfig:
     """Which pair is worth a label. The paper's IMDB values: F_e = 8, F_c = 32, N = 8."""
 
-    name: str = field(default="hybrid", metadata=_help("random, entropy, certainty, uncertainty or hybrid"))
-    entropy_samples: int = field(default=4, metadata=_help("N samples per prompt for the entropy estimate (paper: 8)"))
+    SECTION: ClassVar[str] = "acquisition"
+    name: str = field(default="hybrid", metadata=_help(
+        "random, entropy, certainty, uncertainty or hybrid", choices=ACQUISITIONS))
+    entropy_samples: int = field(default=4, metadata=_help(
+        "N samples per prompt for the entropy estimate (paper: 8)", ge=1))
     entropy_per_token: bool = field(default=False, metadata=_help("normalise entropy by completion length"))
-    entropy_max_new_tokens: int = field(default=16, metadata=_help("horizon of the entropy samples"))
-    entropy_factor: int = field(default=2, metadata=_help("F_e: prompts scored by entropy per kept prompt (paper: 8)"))
-    certainty_factor: int = field(default=2, metadata=_help("F_c: pairs generated per acquired pair (paper: 32)"))
-    warmup_labels: int = field(default=16, metadata=_help("labels acquired at random before the first adapter"))
-    control_share: float = field(default=0.1, metadata=_help("share of shown pairs drawn at random and flagged"))
-    pool_size: int = field(default=32, metadata=_help("unlabeled pairs kept ready"))
-    low_water: int = field(default=8, metadata=_help("refill the pool below this many unlabeled pairs"))
-    chunk_size: int = field(default=32, metadata=_help("pairs per committed rescoring chunk"))
+    entropy_max_new_tokens: int = field(default=16, metadata=_help("horizon of the entropy samples", ge=1))
+    entropy_factor: int = field(default=2, metadata=_help(
+        "F_e: prompts scored by entropy per kept prompt (paper: 8)", ge=1))
+    certainty_factor: int = field(default=2, metadata=_help(
+        "F_c: pairs generated per acquired pair (paper: 32)", ge=1))
+    warmup_labels: int = field(default=16, metadata=_help("labels acquired at random before the first adapter", ge=0))
+    control_share: float = field(default=0.1, metadata=_help(
+        "share of shown pairs drawn at random and flagged", ge=0, le=1))
+    pool_size: int = field(default=32, metadata=_help("unlabeled pairs kept ready", ge=1))
+    low_water: int = field(default=8, metadata=_help("refill the pool below this many unlabeled pairs", ge=0))
+    chunk_size: int = field(default=32, metadata=_help("pairs per committed rescoring chunk", ge=1))
     allow_relabel_prompts: bool = field(default=False, metadata=_help("acquire prompts that already have a label"))
 
     def __post_init__(self) -> None:
-        _check(self.name in ACQUISITIONS, "acquisition.name", f"must be one of {', '.join(ACQUISITIONS)}")
-        _check(self.entropy_samples >= 1, "acquisition.entropy_samples", "must be at least 1")
-        _check(self.entropy_factor >= 1 and self.certainty_factor >= 1, "acquisition.entropy_factor",
-               "and certainty_factor must be at least 1")
-        _check(0 <= self.control_share <= 1, "acquisition.control_share", "must be in [0, 1]")
-        _check(self.pool_size >= 1 and 0 <= self.low_water <= self.pool_size, "acquisition.low_water",
-               "must be between 0 and pool_size")
+        _validate_fields(self)
+        _check(self.low_water <= self.pool_size, "acquisition.low_water",
+               f"must be at most pool_size ({self.pool_size}), got {self.low_water}")
 
 
 @dataclass(frozen=True)
 class LoopConfig:
     """The active-learning loop: when rounds happen."""
 
-    round_size: int = field(default=16, metadata=_help("new labels that trigger a training round (paper: 128)"))
-    seed: int = field(default=0, metadata=_help("seed for the loop's random choices"))
-    reveal: str = field(default="after", metadata=_help("show 'why this pair' after the label or always"))
+    SECTION: ClassVar[str] = "loop"
+    round_size: int = field(default=16, metadata=_help(
+        "new labels that trigger a training round (paper: 128)", ge=1))
+    seed: int = field(default=0, metadata=_help("seed for the loop's random choices", ge=0))
+    reveal: str = field(default="after", metadata=_help(
+        "show 'why this pair' after the label or always", choices=("after", "always")))
 
     def __post_init__(self) -> None:
-        _check(self.round_size >= 1, "loop.round_size", "must be at least 1")
-        _check(self.reveal in ("after", "always"), "loop.reveal", "must be after or always")
+        _validate_fields(self)
 
 
 @dataclass(frozen=True)
@@ -174,8 +247,20 @@ class AplConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AplConfig:
-        """Build from nested dicts, rejecting unknown sections and keys by name."""
+    def from_dict(cls, data: dict[str, Any], *, source: str = "") -> AplConfig:
+        """Build from nested dicts, rejecting unknown sections and keys and bad values by name.
+
+        `source` (a file name) prefixes every message: "config.toml: train.beta must be …".
+        """
+        try:
+            return cls._from_dict(data)
+        except ConfigError as e:
+            if not source:
+                raise
+            raise ConfigError(f"{source}: {e.message}", hint=e.hint) from e
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> AplConfig:
         sections: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = data.get(f.name, {})
@@ -207,7 +292,7 @@ class AplConfig:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: {e}", hint="fix the TOML syntax") from e
-        return cls.from_dict(data)
+        return cls.from_dict(data, source=str(path))
 
     def dump(self, path: Path) -> None:
         """Write as TOML (flat types only, so a tiny writer suffices)."""

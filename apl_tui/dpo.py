@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from apl_tui.config import TrainConfig
-from apl_tui.errors import Cancelled, ModelError
+from apl_tui.errors import Cancelled, ModelError, TrainingDiverged
 from apl_tui.events import ProgressSink, TrainStepDone, WarningRaised, ignore
 from apl_tui.records import Pair
 
@@ -132,6 +132,11 @@ def train_dpo(policy: Policy, pairs: Sequence[Pair], ref_chosen: Sequence[float]
                 metrics = _optimizer_step(policy, optimizer, params, pairs, ref_chosen, ref_rejected, group, cfg)
                 metrics["learning_rate"] = lr
                 metrics["epoch"] = epoch + 1
+                if not math.isfinite(metrics["loss"]):
+                    # Every later step would stay NaN; stop now and let the caller discard the adapter.
+                    raise TrainingDiverged(
+                        f"DPO loss became {metrics['loss']} at step {step} of {total}; the round was discarded",
+                        hint="lower train.learning_rate or train.beta in config.toml, then run again")
                 history.append(metrics)
                 epoch_losses.append(metrics["loss"])
                 # Only from the second epoch on: in the first, every batch is unseen and LoRA starts
@@ -158,6 +163,14 @@ def train_dpo(policy: Policy, pairs: Sequence[Pair], ref_chosen: Sequence[float]
         optimizer.zero_grad(set_to_none=True)
         policy.model.eval()
     return history
+
+
+def adapter_is_finite(policy: Policy) -> bool:
+    """True when every trainable (LoRA) weight is finite: the check before an adapter is saved."""
+    import torch
+
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in policy.trainable_parameters())
 
 
 def _train_mode(model: torch.nn.Module, on: bool) -> None:

@@ -41,6 +41,10 @@ class ModelError(AplError):
     """A model spec cannot be resolved or loaded."""
 
 
+class TrainingDiverged(AplError):
+    """A training round produced a non-finite loss or adapter; nothing of it was recorded."""
+
+
 class OracleError(AplError):
     """An oracle cannot be built or cannot answer."""
 

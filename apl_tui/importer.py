@@ -29,15 +29,35 @@ def _check_prompt(path: Path, line: int, text: object) -> str:
         raise _fail(path, line, f"prompt must be text, got {type(text).__name__}", "quote the prompt as a string")
     if not text.strip():
         raise _fail(path, line, "empty prompt", "remove the line or give it text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a JSON "\ud800" escape decodes to a lone surrogate
+        raise _fail(path, line, f"invalid character U+{ord(text[e.start]):04X} (a lone surrogate) at column "
+                    f"{e.start + 1} of the prompt", "fix the \\uXXXX escape: surrogates must come in pairs") from e
     if len(text) > MAX_PROMPT_CHARS:
         raise _fail(path, line, f"prompt of {len(text):,} characters is longer than any model context "
                     f"(limit {MAX_PROMPT_CHARS:,})", "shorten it or split it into several prompts")
     return text.strip()
 
 
+def _bare_cr(data: bytes) -> int:
+    """Offset of the first CR not followed by LF, or -1."""
+    at = data.find(b"\r")
+    while at >= 0:
+        if data[at + 1:at + 2] != b"\n":
+            return at
+        at = data.find(b"\r", at + 2)
+    return -1
+
+
 def _decode_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 file; a bad byte is reported with its line number."""
     data = path.read_bytes()
+    bare_cr = _bare_cr(data)
+    if bare_cr >= 0:
+        # Classic-Mac line endings: split on LF, the whole file would read as one line (one prompt).
+        raise _fail(path, data.count(b"\n", 0, bare_cr) + 1, "carriage return without line feed (CR-only line "
+                    "endings would make the rest of the file one line)", "convert the file to LF or CRLF line endings")
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -72,15 +92,42 @@ def _read_txt(path: Path) -> list[str]:
     return [_check_prompt(path, i, line) for i, line in enumerate(_decode_lines(path), 1)]
 
 
-def _read_csv(path: Path, field: str) -> list[str]:
-    text = "\n".join(_decode_lines(path))
+def _csv_records(path: Path, lines: list[str]) -> list[tuple[int, list[str]]]:
+    """(first line, fields) of each record, read strictly so a stray quote is an error, not a merge.
+
+    Python's lenient reader lets an unmatched `"` swallow every later line into one field (exit 0,
+    one giant prompt); strict mode refuses the quote, and we name the line where the field opened.
+    """
+    reader = csv.reader(io.StringIO("\n".join(lines)), strict=True)
+    records: list[tuple[int, list[str]]] = []
+    start = 1
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        for row in reader:
+            records.append((start, row))
+            start = reader.line_num + 1
     except csv.Error as e:
-        raise _fail(path, None, f"not valid CSV ({e})", "check the quoting") from e
-    if not rows:
+        raise _fail(path, start, f"unbalanced quote: the quoted field that opens on this line is not closed "
+                    f"properly (reading stopped at line {reader.line_num}: {e})",
+                    'write a literal quote as "" inside a quoted field, or quote the whole field') from e
+    return records
+
+
+def _swallowed_row(lines: list[str], first: int, last: int, width: int) -> int | None:
+    """A line inside a multi-line record that reads as a whole row of its own (a missing quote), or None."""
+    if width < 2:
+        return None  # one column: every line looks like a row, so this cannot tell
+    for n in range(first + 1, last + 1):
+        if len(next(csv.reader([lines[n - 1]]), [])) == width:
+            return n
+    return None
+
+
+def _read_csv(path: Path, field: str) -> list[str]:
+    lines = _decode_lines(path)
+    records = _csv_records(path, lines)
+    if not records:
         return []
-    header = rows[0]
+    header = records[0][1]
     if field in header:
         col = header.index(field)
     elif len(header) == 1:
@@ -88,10 +135,16 @@ def _read_csv(path: Path, field: str) -> list[str]:
     else:
         raise _fail(path, 1, f"no {field!r} column among {', '.join(header)}", f"name the column {field!r}")
     prompts = []
-    for i, row in enumerate(rows[1:], 2):
+    for k, (line, row) in enumerate(records[1:], 1):
+        last = records[k + 1][0] - 1 if k + 1 < len(records) else len(lines)
+        if last > line:
+            swallowed = _swallowed_row(lines, line, last, len(header))
+            if swallowed is not None:
+                raise _fail(path, line, f"a quoted field runs from here to line {last} and swallows line "
+                            f"{swallowed}, which looks like a row of its own", "is a closing quote missing?")
         if col >= len(row):
-            raise _fail(path, i, f"row has no {field!r} value", "every row needs the column")
-        prompts.append(_check_prompt(path, i, row[col]))
+            raise _fail(path, line, f"row has no {field!r} value", "every row needs the column")
+        prompts.append(_check_prompt(path, line, row[col]))
     return prompts
 
 

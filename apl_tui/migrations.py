@@ -184,4 +184,15 @@ LEFT JOIN (
 WHERE c.id NOT IN (SELECT candidate_id FROM effective_labels);
 """))
 
+# Retiring an adapter is an event, never a delete: the row, its files and its metrics stay for the
+# record, and every "current adapter" read skips retired versions (a NaN or damaged adapter must
+# not brick the store).
+MIGRATIONS.append((4, "adapter retirements", """
+CREATE TABLE adapter_retirements (
+    version INTEGER NOT NULL,
+    reason VARCHAR,
+    retired_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+"""))
+
 LATEST = MIGRATIONS[-1][0]

@@ -70,13 +70,16 @@ def load_model(
     cache_dir: Path,
     *,
     trust_remote_code: bool = False,
+    allow_download: bool = False,
     seed: int = 0,
     sink: ProgressSink = ignore,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)` for a spec, on `device`, in eval mode, with a pad token.
 
+    Offline unless `allow_download` (the `model.allow_download` setting): a hub id must already be
+    in the Hugging Face cache, so an unknown spec fails at once instead of after network timeouts.
     Raises `ModelError` (one line, with a hint) for anything a user can get wrong: a missing
-    folder, an unknown hub id without network, a model that is not a causal LM.
+    folder, an unknown or not-downloaded hub id, a model that is not a causal LM.
     """
     from transformers.utils import logging as hf_logging
 
@@ -90,7 +93,7 @@ def load_model(
     elif spec == SMOLLM2_SPEC:
         model, tokenizer = _smollm2(cache_dir, sink)
     else:
-        model, tokenizer = _from_pretrained(spec, trust_remote_code)
+        model, tokenizer = _from_pretrained(spec, trust_remote_code, allow_download)
     if tokenizer.pad_token_id is None:
         # Generation and batching need a pad id; padding is always masked out, so eos is safe.
         tokenizer.pad_token = tokenizer.eos_token
@@ -239,7 +242,7 @@ def _tiny_random(cache_dir: Path, seed: int) -> tuple[Any, Any]:
 # --- local folders and hub ids --------------------------------------------------------------------
 
 
-def _from_pretrained(spec: str, trust_remote_code: bool) -> tuple[Any, Any]:
+def _from_pretrained(spec: str, trust_remote_code: bool, allow_download: bool) -> tuple[Any, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -248,10 +251,11 @@ def _from_pretrained(spec: str, trust_remote_code: bool) -> tuple[Any, Any]:
         raise ModelError(f"cannot load model {spec}: no such folder",
                          hint="give a model folder, a Hugging Face id, smollm2-135m or tiny-random")
     source = str(local) if local.is_dir() else spec
-    # Try the local files first (a folder or the hub cache): without network, a hub lookup would
-    # only fail after timeouts. Go online only when HF_HUB_OFFLINE allows it.
+    # Local files first (a folder or the hub cache). The hub is asked only when the user allowed
+    # downloads and HF_HUB_OFFLINE does not forbid them: the README promises nothing is fetched.
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
-    attempts = [True] if (local.is_dir() or offline) else [True, False]
+    online = allow_download and not offline and not local.is_dir()
+    attempts = [True, False] if online else [True]
     last: Exception | None = None
     for local_only in attempts:
         kwargs = {"local_files_only": local_only, "trust_remote_code": trust_remote_code}
@@ -269,6 +273,11 @@ def _from_pretrained(spec: str, trust_remote_code: bool) -> tuple[Any, Any]:
             last = e
         except (OSError, ImportError, KeyError, RuntimeError) as e:
             last = e
+    if not local.is_dir() and not online:
+        why = "HF_HUB_OFFLINE is set" if allow_download else "downloads are off"
+        raise ModelError(f"cannot load model {spec}: not a local folder and not in the Hugging Face cache, "
+                         f"and {why}", hint="check the spec (smollm2-135m, tiny-random, a folder or a hub id); "
+                         "to fetch a hub id set model.allow_download = true in config.toml")
     reason = str(last).strip().splitlines()[0] if last and str(last).strip() else type(last).__name__
     raise ModelError(f"cannot load model {spec}: {reason}",
-                     hint="check the folder or id; without network only already-downloaded models load")
+                     hint="check the folder or id, and the network for a download")

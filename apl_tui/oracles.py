@@ -241,10 +241,16 @@ class OpenAIOracle:
             request = urllib.request.Request(url, data=body, method="POST", headers={
                 "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.build_opener(_NoRedirects).open(request, timeout=self.timeout) as response:
                     raw = response.read()
             except urllib.error.HTTPError as e:
-                detail = _redact(_excerpt(e.read().decode("utf-8", "replace"), 200), key)
+                detail = _excerpt(_redact(e.read().decode("utf-8", "replace"), key), 200)
+                if 300 <= e.code < 400:
+                    # Following it would hand the key to whatever host the Location names.
+                    where = _redact(str(e.headers.get("Location") or "elsewhere"), key)
+                    raise OracleError(f"openai oracle: {_redact(url, key)} redirects (HTTP {e.code}) to {where}; "
+                                      "the API key is never sent on to a redirect", hint="set base_url to the "
+                                      "final address yourself if you trust it") from None
                 if e.code in _RETRYABLE_HTTP:
                     last, retry_after = f"HTTP {e.code}", _seconds(e.headers.get("Retry-After"))
                     continue
@@ -262,7 +268,8 @@ class OpenAIOracle:
                 # Dropped connections mid-response (RemoteDisconnected, IncompleteRead, resets).
                 last, retry_after = f"connection failed: {type(e).__name__}", 0.0
                 continue
-            return _content(raw, url)
+            # A judge that echoes the key (or part of it) must not get it stored in labels.rationale.
+            return _redact(_content(raw, url), key)
         raise OracleError(f"openai oracle gave up after {self.max_retries + 1} attempts ({last}) at {url}",
                           hint="check the endpoint, or raise max_retries / timeout (--oracle openai:max_retries=8,timeout=120)")
 
@@ -275,9 +282,45 @@ def _seconds(value: str | None) -> float:
         return 0.0
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turn every 3xx into an HTTPError: urllib would otherwise re-send the Authorization header."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+_FRAGMENT = 8
+"""Echoed key fragments this long or longer are redacted (shorter ones carry too little of it)."""
+
+
 def _redact(text: str, key: str) -> str:
-    # Some servers echo (part of) a wrong key back in their error body.
-    return text.replace(key, "***") if key else text
+    """Replace the key, and every run of 8+ of its consecutive characters, by '***'.
+
+    Servers and judges echo (part of) a key back in error bodies and answers; those texts are
+    shown, logged and stored in labels.rationale.
+    """
+    if not key:
+        return text
+    text = text.replace(key, "***")
+    if len(key) < _FRAGMENT:
+        return text
+    grams = {key[i:i + _FRAGMENT] for i in range(len(key) - _FRAGMENT + 1)}
+    covered = [False] * len(text)
+    for i in range(len(text) - _FRAGMENT + 1):
+        if text[i:i + _FRAGMENT] in grams:
+            covered[i:i + _FRAGMENT] = [True] * _FRAGMENT
+    if not any(covered):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append("***")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def _hint_for(code: int, key_env: str) -> str:

@@ -88,6 +88,7 @@ class Policy:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
         model, tokenizer = load_model(cfg.spec, device, cache_dir, trust_remote_code=cfg.trust_remote_code,
+                                      allow_download=cfg.allow_download,
                                       seed=seed, sink=sink)
         sink(ModelLoaded(spec=cfg.spec, device=device, seconds=time.perf_counter() - started))
         return cls(model, tokenizer, cfg=cfg, device=device, spec=cfg.spec)

@@ -58,10 +58,11 @@ def stats(con: Any) -> dict[str, Any]:
     ).fetchall()
     out["control_labels"] = {bool(k): v for k, v in control}
     out["adapters"] = [
-        dict(zip(("version", "labels_used", "regime", "loss", "accuracy", "created_at"), r))
+        dict(zip(("version", "labels_used", "regime", "loss", "accuracy", "created_at", "retired"), r))
         for r in con.execute(
             "SELECT version, labels_used, regime, (metrics->>'loss')::DOUBLE, "
-            "(metrics->>'rewards/accuracies')::DOUBLE, created_at FROM adapters ORDER BY version").fetchall()]
+            "(metrics->>'rewards/accuracies')::DOUBLE, created_at, "
+            "version IN (SELECT version FROM adapter_retirements) FROM adapters ORDER BY version").fetchall()]
     out["evals"] = [
         dict(zip(("adapter_version", "oracle", "n", "win_rate", "stderr", "created_at"), r))
         for r in con.execute(

@@ -19,7 +19,9 @@ T = TypeVar("T")
 _SHOWN_KEYS = ("candidate_id", "prompt_id", "prompt", "completion_a", "completion_b", "acquisition", "score",
                "entropy", "reward_a", "reward_b", "p_a", "fallback", "scored_by", "labels_since_scored")
 _SCORE_FIELDS = ("acquisition", "adapter_version", "score", "entropy", "reward_a", "reward_b", "p_a", "fallback")
-_FRESHEST = ("SELECT * FROM scores WHERE candidate_id = ? "
+_USABLE_SCORE = "adapter_version NOT IN (SELECT version FROM adapter_retirements)"
+"""SQL condition on `scores`: not by a retired adapter (its scores never rank a pair again)."""
+_FRESHEST = (f"SELECT * FROM scores WHERE candidate_id = ? AND {_USABLE_SCORE} "
              "ORDER BY adapter_version DESC, scored_at DESC LIMIT 1")
 
 

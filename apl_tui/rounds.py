@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from apl_tui.config import AplConfig
-from apl_tui.errors import Cancelled
+from apl_tui.errors import Cancelled, TrainingDiverged
 from apl_tui.events import ProgressSink, RoundTrained, TrainStepDone
 from apl_tui.records import AdapterInfo, Pair
 from apl_tui.store import Store
@@ -59,7 +59,7 @@ def _versions() -> dict[str, str]:
 def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, sink: ProgressSink,
                 cancel: threading.Event | None) -> AdapterInfo | None:
     """Train the next adapter version on the store's labels; None when there is nothing to learn."""
-    from apl_tui.dpo import train_dpo
+    from apl_tui.dpo import adapter_is_finite, train_dpo
 
     rows = store.training_pairs()
     if not rows:
@@ -84,15 +84,22 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
     sink(TrainStepDone(step=0, total=per_epoch * t.epochs))
     try:
         steps = train_dpo(policy, list(pairs), list(ref_c), list(ref_r), t, sink=sink, cancel=cancel)
-    except (Cancelled, KeyboardInterrupt):
+    except (Cancelled, KeyboardInterrupt, TrainingDiverged):
         policy.drop_adapter()  # the half-trained one; the recorded one comes back
         sync_adapter(store, policy)
         raise
+    final = {k: float(v) for k, v in steps[-1].items()} if steps else {}
+    if not adapter_is_finite(policy):
+        # A NaN adapter recorded as the latest would break every later run: never save one.
+        policy.drop_adapter()
+        sync_adapter(store, policy)
+        raise TrainingDiverged(f"round v{version} diverged: the adapter's weights are not finite "
+                               f"(final loss {final.get('loss', float('nan')):.4g}); nothing was saved",
+                               hint="lower train.learning_rate or train.beta in config.toml, then run again")
     rel = f"adapters/v{version}"
     target = store.root / rel
     shutil.rmtree(target, ignore_errors=True)  # a leftover of a crashed save, never recorded
     policy.save_adapter(target, version=version)
-    final = {k: float(v) for k, v in steps[-1].items()} if steps else {}
     ids = [int(r["label_id"]) for r in rows]
     manifest = {"label_ids": sorted(ids), "trained_on": sorted(int(r["label_id"]) for r in used),
                 "label_clock": label_clock, "seed": t.seed + version, "model": cfg.model.spec,

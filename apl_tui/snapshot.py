@@ -17,7 +17,8 @@ from typing import Any
 
 from apl_tui.errors import AplError, StoreError, StoreLockedError
 
-TABLES = ("prompts", "candidates", "scores", "labels", "impressions", "adapters", "train_metrics", "evals")
+TABLES = ("prompts", "candidates", "scores", "labels", "impressions", "adapters", "train_metrics", "evals",
+          "adapter_retirements")
 READ_STATEMENTS = ("SELECT", "EXPLAIN")
 
 

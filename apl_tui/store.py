@@ -28,12 +28,15 @@ from typing import Any
 from apl_tui import migrations
 from apl_tui.config import AplConfig
 from apl_tui.errors import StoreError, StoreLockedError
-from apl_tui.queue import QueueMixin
+from apl_tui.queue import _SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
 
 logger = logging.getLogger(__name__)
 
 DB_NAME = "apl.duckdb"
+
+_USABLE = "version NOT IN (SELECT version FROM adapter_retirements)"
+"""SQL condition on `adapters`: the version was not retired."""
 
 
 def _is_lock_error(e: Exception) -> bool:
@@ -201,22 +204,49 @@ class Store(QueueMixin):
     # ---- prompts ---------------------------------------------------------------------------
 
     def add_prompts(self, texts: Sequence[str], *, split: str, source: str) -> tuple[int, int]:
-        """Insert new prompts in one transaction; returns (added, skipped as duplicates)."""
+        """Insert new prompts as one bulk statement in one transaction; returns (added, skipped as duplicates).
+
+        The texts go in as one Arrow table, and a single INSERT … SELECT anti-joins them against
+        `prompts` on text, so 100k prompts take seconds (row-by-row inserts took minutes while
+        holding the store), and re-importing a file adds nothing. File order sets the ids.
+        A failed write (disk full) rolls everything back and is reported in one line.
+        """
+        import duckdb
+        import pyarrow as pa
+
         if split not in ("train", "test"):
             raise StoreError(f"unknown split {split!r}", hint="use train or test")
-        seen: set[str] = set()
-        unique = [t for t in texts if not (t in seen or seen.add(t))]
-        with self.transaction() as cur:
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (text VARCHAR, pos BIGINT)")
-            cur.execute("DELETE FROM incoming")
-            if unique:
-                cur.executemany("INSERT INTO incoming VALUES (?, ?)", [(t, i) for i, t in enumerate(unique)])
-            added = cur.execute(
-                "INSERT INTO prompts (text, split, source) "
-                "SELECT i.text, ?, ? FROM incoming i WHERE NOT EXISTS "
-                "(SELECT 1 FROM prompts p WHERE p.text = i.text) ORDER BY i.pos",
-                [split, source]).fetchone()[0]
-            cur.execute("DELETE FROM incoming")
+        unique = list(dict.fromkeys(texts))  # first occurrence wins, order kept
+        incoming = pa.table({"text": pa.array(unique, type=pa.string()),
+                             "pos": pa.array(range(len(unique)), type=pa.int64())})
+        # A cursor of its own: the registered table is visible to it alone, and the thread's
+        # cursor may still hold an unfinished result.
+        cur = self._con.cursor()
+        try:
+            cur.register("incoming_prompts", incoming)
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                added = cur.execute(
+                    "INSERT INTO prompts (text, split, source) SELECT i.text, ?, ? FROM incoming_prompts i "
+                    "ANTI JOIN prompts p ON p.text = i.text ORDER BY i.pos", [split, source]).fetchone()[0]
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:  # a fatal write error already invalidated the database
+                    logger.debug("rollback after a failed import failed too", exc_info=True)
+                raise
+        except (duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException,
+                duckdb.TransactionException) as e:
+            # DuckDB writes a big transaction straight into the file and checkpoints on COMMIT, so
+            # a full disk surfaces here; the commit never happened, the store reopens unchanged.
+            raise StoreError(f"cannot write to {self.db_path}: {str(e).splitlines()[0]}; nothing imported",
+                             hint="free disk space (or memory) and import again") from e
+        finally:
+            try:
+                cur.close()
+            except duckdb.Error:
+                pass  # closing a cursor of an invalidated database; the error above is the news
         return int(added), len(texts) - int(added)
 
     def candidate_count(self) -> int:
@@ -298,8 +328,9 @@ class Store(QueueMixin):
             "(SELECT count(*) FROM effective_labels WHERE outcome IN ('a', 'b')), "
             "(SELECT count(*) FROM labels WHERE outcome <> 'undo'), "
             "(SELECT count(*) FROM queue WHERE NOT prompt_labeled), "
-            "(SELECT max(version) FROM adapters), "
-            "(SELECT (manifest->>'label_clock')::BIGINT FROM adapters ORDER BY version DESC LIMIT 1)").fetchone()
+            f"(SELECT max(version) FROM adapters WHERE {_USABLE}), "
+            f"(SELECT (manifest->>'label_clock')::BIGINT FROM adapters WHERE {_USABLE} "
+            "ORDER BY version DESC LIMIT 1)").fetchone()
         keys = ("labels", "preference_labels", "label_events", "pool", "adapter_version", "label_clock")
         state = dict(zip(keys, row))
         state["adapter_version"] = state["adapter_version"] or 0
@@ -316,9 +347,6 @@ class Store(QueueMixin):
         return int(self.cursor().execute("SELECT count(*) FROM effective_labels WHERE source = ?",
                                          [source]).fetchone()[0])
 
-    def adapter_versions(self) -> list[int]:
-        """Every adapter version, oldest first."""
-        return [int(v) for (v,) in self.cursor().execute("SELECT version FROM adapters ORDER BY version").fetchall()]
 
     def label_events(self) -> int:
         """All label events except undos: the clock that rounds and staleness count in."""
@@ -337,14 +365,49 @@ class Store(QueueMixin):
     # ---- adapters, metrics, evaluations ----------------------------------------------------
 
     def latest_adapter(self) -> dict[str, Any] | None:
-        cur = self.cursor().execute("SELECT * FROM adapters ORDER BY version DESC LIMIT 1")
+        """The current adapter: the newest version not retired (None: the reference is the policy)."""
+        cur = self.cursor().execute(f"SELECT * FROM adapters WHERE {_USABLE} ORDER BY version DESC LIMIT 1")
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
 
     def adapter(self, version: int) -> dict[str, Any] | None:
-        cur = self.cursor().execute("SELECT * FROM adapters WHERE version = ?", [version])
+        """One adapter row by version, retired or not, with a `retired` flag."""
+        cur = self.cursor().execute(f"SELECT *, NOT ({_USABLE}) AS retired FROM adapters WHERE version = ?",
+                                    [version])
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def adapter_versions(self) -> list[int]:
+        """Every adapter version not retired, oldest first."""
+        rows = self.cursor().execute(f"SELECT version FROM adapters WHERE {_USABLE} ORDER BY version").fetchall()
+        return [int(r[0]) for r in rows]
+
+    def retire_adapter(self, version: int, reason: str = "") -> int:
+        """Mark an adapter unusable (an appended event); returns the version that is now current (0: none).
+
+        Queue rows scored by the retired version fall back to their freshest score by a usable
+        version (or none), so the next pair is not picked, nor kept from rescoring, by its scores.
+        """
+        def write() -> int:
+            with self.transaction() as cur:
+                row = cur.execute(f"SELECT NOT ({_USABLE}) FROM adapters WHERE version = ?", [version]).fetchone()
+                if row is None:
+                    raise StoreError(f"no adapter v{version}", hint="see `apl stats` for the versions that exist")
+                if row[0]:
+                    raise StoreError(f"adapter v{version} is already retired", hint="nothing to do")
+                cur.execute("INSERT INTO adapter_retirements (version, reason) VALUES (?, ?)",
+                            [version, reason or None])
+                sets = ", ".join(f"{f} = s.{f}" for f in (*_SCORE_FIELDS, "scored_at"))
+                cur.execute("UPDATE queue SET " + ", ".join(f"{f} = NULL" for f in (*_SCORE_FIELDS, "scored_at"))
+                            + " WHERE adapter_version = ?", [version])
+                cur.execute(
+                    f"UPDATE queue SET {sets} FROM (SELECT * FROM scores WHERE {_USABLE_SCORE} QUALIFY "
+                    "row_number() OVER (PARTITION BY candidate_id ORDER BY adapter_version DESC, scored_at DESC) = 1"
+                    ") s WHERE queue.candidate_id = s.candidate_id AND queue.score IS NULL")
+                current = cur.execute(f"SELECT coalesce(max(version), 0) FROM adapters WHERE {_USABLE}").fetchone()
+            return int(current[0])
+
+        return retry_conflicts(write)
 
     def next_adapter_version(self) -> int:
         return int(self.cursor().execute("SELECT coalesce(max(version), 0) + 1 FROM adapters").fetchone()[0])

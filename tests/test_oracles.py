@@ -82,7 +82,8 @@ class FakeServer:
 
     Each entry of `script` handles one request (the last one repeats): "slot" answers A when the
     A slot holds the GOOD text, else B; "429"/"500"/"401" fail with that status; "slow" sleeps past
-    the client's timeout; any other string is returned as the assistant's message.
+    the client's timeout; "redirect CODE URL" answers with that redirect; any other string is
+    returned as the assistant's message.
     """
 
     script: list[str]
@@ -98,6 +99,10 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: object) -> None:  # keep test output clean
             pass
 
+        def do_GET(self) -> None:  # a followed 301/302/303 arrives as a GET, Authorization and all
+            server.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": ""})
+            self._send(405, "{}")
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             server.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
@@ -105,6 +110,13 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if action in ("429", "500", "401"):
                 text = f"error; you sent {self.headers['Authorization']}" if action == "401" else "busy"
                 self._send(int(action), json.dumps({"error": {"message": text}}))
+                return
+            if action.startswith("redirect "):
+                _, code, location = action.split(" ", 2)
+                self.send_response(int(code))
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             if action == "slow":
                 time.sleep(1.0)
@@ -352,3 +364,38 @@ def test_bad_options_are_errors(spec: str) -> None:
 def test_verdict_rejects_unknown_outcomes() -> None:
     with pytest.raises(OracleError):
         Verdict("both")
+
+
+# ------------------------------------------------------------------- redirects and echoed keys
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_openai_never_follows_a_redirect_with_the_key(fake: Callable[[list[str]], FakeServer], key: str,
+                                                      code: int) -> None:
+    target = fake(["slot"])
+    source = fake([f"redirect {code} {target.url}/chat/completions?from={KEY}"])
+    with pytest.raises(OracleError, match=f"redirects \\(HTTP {code}\\)") as info:
+        _openai(source).judge("p", GOOD, BAD)
+    assert target.requests == []  # the redirect target never heard from us, key or not
+    assert len(source.requests) == 1  # and a redirect is not retried
+    assert KEY not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.parametrize("echo", [KEY, f"key={KEY}.", KEY[:12], f"key={KEY[:12]}", KEY[-10:]],
+                         ids=["whole", "embedded", "head", "glued-head", "tail"])
+def test_openai_echoed_key_is_redacted_before_it_is_stored(fake: Callable[[list[str]], FakeServer], key: str,
+                                                            echo: str, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from tests.helpers import make_store
+
+    caplog.set_level(logging.DEBUG)
+    server = fake([f"Your key is {echo}; A is better.\nAnswer: A", f"no verdict, only {echo}"])
+    oracle = _openai(server)
+    store = make_store(tmp_path, prompts=2)
+    for cid in (1, 2):
+        verdict = oracle.judge("p", GOOD, BAD)
+        store.record_label(cid, "skip", source="openai", rationale=verdict.rationale)
+    stored = " ".join(r[0] for r in store.query("SELECT rationale FROM labels")[1])
+    assert KEY[:8] not in stored and KEY[-8:] not in stored and "***" in stored
+    assert KEY[:8] not in caplog.text and KEY[-8:] not in caplog.text
+    store.close()

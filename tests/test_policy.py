@@ -263,3 +263,27 @@ def test_importing_the_modules_does_not_import_torch() -> None:
     code = ("import sys, apl_tui.models, apl_tui.policy, apl_tui.dpo; "
             "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("spec", ["nobody/no-such-model-xyz", "smollm3-135m", "gpt2-typo"])
+def test_unknown_spec_fails_at_once_without_touching_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  spec: str) -> None:
+    import socket
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(ModelError) as err:
+        load_model(spec, "cpu", tmp_path)
+    assert err.value.message == (f"cannot load model {spec}: not a local folder and not in the Hugging Face cache, "
+                                 "and downloads are off")
+    assert "model.allow_download = true" in err.value.hint
+
+
+def test_allow_download_still_respects_hf_hub_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set"):
+        load_model("nobody/no-such-model-xyz", "cpu", tmp_path, allow_download=True)

@@ -1,4 +1,4 @@
-"""Store and start-up: next-pair and label latency at 10k–1M candidates, export, help, first frame.
+"""Store and start-up: next-pair and label latency at 10k–1M candidates, export, import, help, first frame.
 
 Big stores are built the way a bulk load would: `INSERT … SELECT … FROM range(n)` into prompts,
 candidates (with cached reference log-probs) and scores, then the queue is rebuilt by
@@ -44,9 +44,10 @@ def build_store(root: Path, n: int, *, labeled: int = 0) -> Any:
                         "SELECT i + 1, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 'a', 'human' FROM range(?) t(i)",
                         [labeled])
         cur.execute("DROP TABLE queue")
-        cur.execute("DELETE FROM schema_migrations WHERE version = 3")
+        cur.execute("DROP TABLE adapter_retirements")
+        cur.execute("DELETE FROM schema_migrations WHERE version >= 3")
     store.close()
-    return Store(root)  # migration 3 rebuilds the queue from candidates, scores and labels
+    return Store(root)  # migration 3 rebuilds the queue from candidates, scores and labels (4 re-adds retirements)
 
 
 def cycle_latency(store: Any, *, warmup: int, repeats: int) -> tuple[Stat, Stat]:
@@ -78,6 +79,30 @@ def export_seconds(store: Any, path: Path) -> float:
             rec = {k: v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v for k, v in zip(cols, r)}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return time.perf_counter() - t0
+
+
+def import_seconds(root: Path, n: int) -> tuple[float, float]:
+    """(first, repeated) seconds of `apl import`'s work for n JSONL prompts: parse, then one bulk insert.
+
+    The repeat imports the same file again, all duplicates (it used to take as long as the first).
+    """
+    from apl_tui.importer import read_prompts
+    from apl_tui.store import Store
+
+    path = root.with_suffix(".jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Prompt {i}: {FILLER}"}) + "\n")
+    store = Store.create(root)
+    try:
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            store.add_prompts(read_prompts(path), split="train", source=path.name)
+            times.append(time.perf_counter() - t0)
+    finally:
+        store.close()
+    return times[0], times[1]
 
 
 FIRST_FRAME = """
@@ -150,6 +175,10 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 export_seconds(store, Path(tmp) / "export.jsonl"))
         finally:
             store.close()
+        ctx.log(f"store: importing {sizes.export_labels:,} prompts, then the same file again")
+        first, again = import_seconds(Path(tmp) / "import", sizes.export_labels)
+        out[f"import_{_tag(sizes.export_labels)}_s"] = first
+        out[f"reimport_{_tag(sizes.export_labels)}_s"] = again
         ctx.log("store: apl --help and the TUI's first frame, in subprocesses")
         out["help_s"] = Stat.of([help_seconds() for _ in range(sizes.process_runs)]).median
         # The smallest store: thousands of unlabeled pairs left, like a real session's pool.

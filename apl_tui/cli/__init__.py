@@ -6,7 +6,7 @@ Each command module registers itself on `app`; importing this package must stay 
 
 from __future__ import annotations
 
-from apl_tui.cli import bench, data, loop, research, ui  # noqa: F401  (registers commands)
+from apl_tui.cli import adapters, bench, data, loop, research, ui  # noqa: F401  (registers commands)
 from apl_tui.cli.common import app
 
 

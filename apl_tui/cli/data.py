@@ -195,7 +195,8 @@ def stats(store: StoreOpt = DEFAULT_STORE) -> None:
         for a in s["adapters"]:
             e = evals.get(a["version"])
             win = f"{e['win_rate']:.3f} ± {e['stderr']:.3f} ({e['oracle']}, n={e['n']})" if e else "–"
-            t.add_row(f"v{a['version']}", str(a["labels_used"]), a["regime"] or "",
+            name = f"v{a['version']}" + (" retired" if a["retired"] else "")
+            t.add_row(name, str(a["labels_used"]), a["regime"] or "",
                       "–" if a["loss"] is None else f"{a['loss']:.3f}",
                       _pct(a["accuracy"]), win)
         out.print(t)

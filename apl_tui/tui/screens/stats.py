@@ -48,7 +48,8 @@ def adapters_table(s: dict[str, Any]) -> Table:
             f"{_pct(e['win_rate'])}±{_pct(e['stderr'])} ({e['oracle']}, n={e['n']})")
     for a in s["adapters"]:
         loss = "–" if a["loss"] is None else f"{a['loss']:.3f}"
-        t.add_row(f"v{a['version']}", str(a["labels_used"]), str(a["regime"]), loss, _pct(a["accuracy"]),
+        name = f"v{a['version']}" + (" retired" if a["retired"] else "")
+        t.add_row(name, str(a["labels_used"]), str(a["regime"]), loss, _pct(a["accuracy"]),
                   "; ".join(wins.get(a["version"], [])) or "–")
     return t
 
