@@ -15,11 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apl_tui.errors import AplError, StoreError, StoreLockedError
-
-TABLES = ("prompts", "candidates", "scores", "labels", "impressions", "adapters", "train_metrics", "evals",
-          "adapter_retirements")
-READ_STATEMENTS = ("SELECT", "EXPLAIN")
+from apl_tui.sealed import TABLES
 
 
 def write_snapshot(store: Any) -> Path:
@@ -37,7 +33,8 @@ def _write_snapshot(store: Any) -> Path:
     # reader never sees a label whose candidate or impression is missing.
     with store.transaction() as cur:
         for table in TABLES:
-            cur.execute(f"COPY {table} TO '{tmp / (table + '.parquet')}' (FORMAT parquet)")
+            # The path is bound, never pasted: a store folder may contain ' or [ (issue 15).
+            cur.execute(f"COPY {table} TO ? (FORMAT parquet)", [str(tmp / f"{table}.parquet")])
         views = cur.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
                             "AND schema_name = 'main' ORDER BY view_oid").fetchall()
         schema_version = store.schema_version()
@@ -54,12 +51,11 @@ def _write_snapshot(store: Any) -> Path:
 
 @dataclass
 class Reader:
-    """A read-only DuckDB connection over the live store or its snapshot."""
+    """A sealed, read-only DuckDB connection over the live store or its snapshot (see `sealed`)."""
 
     con: Any
     snapshot_age_s: float | None
     """None when reading the live database; else seconds since the snapshot was written."""
-    owner: Any = None
 
     @property
     def note(self) -> str | None:
@@ -69,10 +65,7 @@ class Reader:
                 f"{_age(self.snapshot_age_s)} old")
 
     def close(self) -> None:
-        if self.owner is not None:
-            self.owner.close()
-        else:
-            self.con.close()
+        self.con.close()
 
 
 def _age(seconds: float) -> str:
@@ -84,47 +77,12 @@ def _age(seconds: float) -> str:
 
 
 def open_reader(root: Path) -> Reader:
-    """Open the store read-only, or its snapshot if another process owns the file."""
-    import duckdb
+    """Open the store read-only, or its snapshot if another process owns the file.
 
-    from apl_tui.store import Store
+    The connection is sealed (`apl_tui.sealed`): it cannot write the store or any file, so the
+    same reader serves `apl export`, `apl stats` and the user's own SQL in `apl sql`.
+    """
+    from apl_tui.sealed import open_console
 
-    try:
-        store = Store(root, read_only=True)
-        return Reader(con=store.cursor(), snapshot_age_s=None, owner=store)
-    except StoreLockedError:
-        pass
-    snap = Path(root) / "snapshot"
-    meta_path = snap / "meta.json"
-    if not meta_path.exists():
-        raise StoreLockedError(f"{root} is in use by another apl process and has no snapshot yet",
-                               hint="wait for the app to write one, or close it")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    con = duckdb.connect()
-    try:
-        for table in TABLES:
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{snap / (table + '.parquet')}')")
-        for view in meta["views"]:
-            con.execute(view["sql"])
-    except duckdb.Error as e:
-        con.close()
-        raise StoreError(f"snapshot in {snap} is unreadable: {str(e).splitlines()[0]}",
-                         hint="let the running app write a fresh one") from e
-    return Reader(con=con, snapshot_age_s=time.time() - float(meta["written_at"]))
-
-
-def check_read_only(sql: str) -> None:
-    """Refuse any statement that could write (apl sql is read-only by contract)."""
-    import duckdb
-
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as e:
-        raise AplError(f"SQL error: {str(e).splitlines()[0]}", hint="check the query's syntax") from e
-    if not statements:
-        raise AplError("no SQL statement given", hint='e.g. apl sql "select count(*) from labels"')
-    for st in statements:
-        kind = st.type.name
-        if kind not in READ_STATEMENTS:
-            raise AplError(f"apl sql is read-only: {kind} statements are refused",
-                           hint="use SELECT (labels are changed only by labeling and undo)")
+    con, written_at = open_console(Path(root))
+    return Reader(con=con, snapshot_age_s=None if written_at is None else time.time() - written_at)

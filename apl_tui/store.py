@@ -39,7 +39,8 @@ _USABLE = "version NOT IN (SELECT version FROM adapter_retirements)"
 """SQL condition on `adapters`: the version was not retired."""
 
 
-def _is_lock_error(e: Exception) -> bool:
+def is_lock_error(e: Exception) -> bool:
+    """Whether a DuckDB error says another process holds the file's lock."""
     text = str(e)
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
@@ -65,7 +66,7 @@ class Store(QueueMixin):
         try:
             self._con = duckdb.connect(str(db), read_only=read_only)
         except duckdb.Error as e:
-            if _is_lock_error(e):
+            if is_lock_error(e):
                 raise StoreLockedError(f"{db} is in use by another apl process",
                                        hint="read-only commands use its snapshot; otherwise close the other app") from e
             raise StoreError(f"cannot open {db}: {str(e).splitlines()[0]}",
@@ -443,7 +444,7 @@ class Store(QueueMixin):
         return dict(zip([d[0] for d in cur.description], row)) if row else None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run one statement; returns column names and rows (the shells' SQL screens use this)."""
+        """Run one trusted statement of ours; user SQL never comes here (it runs in `sealed`)."""
         cur = self.cursor().execute(sql, list(params))
         if cur.description is None:
             return [], []

@@ -126,6 +126,7 @@ def _ms(r: dict[str, Any], key: str) -> float | None:
 def table(results: dict[str, Any]) -> Any:
     """A Rich table of the rows whose family ran (or failed), plus one line per failed family."""
     from rich.table import Table
+    from rich.text import Text
 
     r = dict(results)
     r["entropy_s_per_prompt_ms"] = _ms(r, "entropy_s_per_prompt")
@@ -138,9 +139,10 @@ def table(results: dict[str, Any]) -> Any:
         if row.family not in ran:
             continue
         ok = row.check(r)
-        mark = "" if ok is None else ("[green]✓[/]" if ok else "[red]✗[/]")
+        # Text, not markup: the consoles print markup as it is (user text may hold brackets).
+        mark = Text("") if ok is None else (Text("✓", "green") if ok else Text("✗", "red"))
         out.add_row(row.family, row.label, _fmt(r.get(row.key), row.fmt), row.compare(r), mark)
     for key, value in r.items():
         if key.endswith("_error"):
-            out.add_row(key.removesuffix("_error"), "failed", "—", str(value), "[red]✗[/]")
+            out.add_row(key.removesuffix("_error"), "failed", "—", str(value), Text("✗", "red"))
     return out

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from apl_tui.cli.common import app, err, friendly, out
+from apl_tui.cli.common import app, err, friendly, out, styled
 from apl_tui.errors import AplError
 
 
@@ -38,7 +38,7 @@ def bench(
                             sizes=BenchSizes.quick() if quick else BenchSizes.full())
     except ValueError as e:
         raise AplError(str(e), hint="see apl bench --help") from e
-    results = run_bench(opts, log=lambda message: err.print(f"[dim]bench:[/] {message}", highlight=False))
+    results = run_bench(opts, log=lambda message: err.print(styled("bench:", "dim", f" {message}"), highlight=False))
     out.print(table(results))
     if json_file is not None:
         json_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from apl_tui.errors import AplError
 
@@ -27,8 +28,10 @@ app = typer.Typer(
 )
 
 # Diagnostics go to stderr, data to stdout, so `apl export > f` and `apl sql ... | head` work.
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+# Markup is off: messages carry user text (paths, prompts, TOML sections like [train]) that Rich
+# would read as tags and drop. Styles are added with `styled`, which never parses text.
+err = Console(stderr=True, soft_wrap=True, markup=False)
+out = Console(markup=False)
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", envvar="APL_STORE", help="store folder",
                                         show_default=True)]
@@ -48,11 +51,19 @@ def new_store_config(config: Path | None, model: str | None) -> Any:
     return cfg.replace("model", spec=model) if model else cfg
 
 
+def styled(label: str, style: str, text: str = "") -> Text:
+    """A styled label followed by plain text, e.g. styled("error:", "bold red", " no such file [x]").
+
+    Nothing is parsed as markup, so square brackets in `text` are printed as they are.
+    """
+    return Text.assemble((label, style), text)
+
+
 def fail(message: str, hint: str = "") -> typer.Exit:
     """Print a one-line error (and hint) to stderr; return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[dim]hint:[/] {hint}", highlight=False, soft_wrap=True)
+        err.print(styled("hint:", "dim", f" {hint}"), highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -87,7 +98,7 @@ def cancel_on_ctrl_c() -> Iterator[threading.Event]:
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
         cancel.set()
-        err.print("[yellow]stopping after the current step… (Ctrl-C again to stop now)[/]")
+        err.print(styled("stopping after the current step… (Ctrl-C again to stop now)", "yellow"))
 
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from apl_tui.atomic import atomic_file
-from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config, out
+from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config, out, styled
 from apl_tui.errors import AplError
 
 
@@ -28,7 +28,7 @@ def _reader(store: Path) -> Any:
 
     reader = open_reader(store)
     if reader.note:
-        err.print(f"[yellow]note:[/] {reader.note}")
+        err.print(styled("note:", "yellow", f" {reader.note}"))
     return reader
 
 
@@ -129,25 +129,20 @@ def sql(
                                                help="table, csv or json (default: table on a terminal, csv when piped)")] = None,
     max_rows: Annotated[int, typer.Option(help="rows shown in table format")] = 200,
 ) -> None:
-    """Run read-only SQL over the store (or its snapshot while the app runs)."""
-    import duckdb
+    """Run read-only SQL over the store (or its snapshot while the app runs).
 
-    from apl_tui.snapshot import check_read_only
+    The query runs on a sealed connection (apl_tui.sealed): it can read the store's tables and
+    views, and nothing else; it cannot write the store, any file or a setting.
+    """
+    from apl_tui.sealed import check_statement, run_query
 
     fmt = format or ("table" if sys.stdout.isatty() else "csv")
     if fmt not in ("table", "csv", "json"):
         raise AplError(f"unknown format {fmt!r}", hint="use table, csv or json")
-    check_read_only(query)
+    check_statement(query)
     reader = _reader(store)
     try:
-        try:
-            cur = reader.con.execute(query)
-        except duckdb.Error as e:
-            raise AplError(f"SQL error: {str(e).splitlines()[0]}",
-                           hint="tables: prompts, candidates, scores, labels, impressions, adapters, "
-                                "train_metrics, evals; views: preferences, effective_labels") from e
-        cols = [d[0] for d in cur.description] if cur.description else []
-        rows = cur.fetchall() if cols else []
+        cols, rows = run_query(reader.con, query)
     finally:
         reader.close()
     if fmt == "csv":

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out
+from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out, styled
 from apl_tui.config import ACQUISITIONS
 from apl_tui.errors import AplError, Cancelled
 
@@ -103,9 +103,9 @@ def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
     if json_out:
         out.print_json(json.dumps(dataclasses.asdict(shown)))
         return
-    out.print(f"[bold]prompt[/]  {shown.prompt}", highlight=False)
-    out.print(f"[bold]A[/]       {shown.completion_a}", highlight=False)
-    out.print(f"[bold]B[/]       {shown.completion_b}", highlight=False)
+    out.print(styled("prompt", "bold", f"  {shown.prompt}"), highlight=False)
+    out.print(styled("A", "bold", f"       {shown.completion_a}"), highlight=False)
+    out.print(styled("B", "bold", f"       {shown.completion_b}"), highlight=False)
     why = f"{shown.acquisition or 'unscored'}"
     if shown.score is not None:
         why += f" score {shown.score:.4f} (rank {shown.rank}, adapter v{shown.scored_by}, "
@@ -116,7 +116,7 @@ def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
         why += f"; entropy {shown.entropy:.3f}"
     if shown.fallback:
         why += f"; {shown.fallback}"
-    out.print(f"[dim]why[/]     {why}{' [control]' if shown.control else ''}", highlight=False)
+    out.print(styled("why", "dim", f"     {why}{' [control]' if shown.control else ''}"), highlight=False)
 
 
 @app.command()

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from apl_tui.cli.common import err
+from apl_tui.cli.common import err, styled
 from apl_tui.events import (
     EvalFinished,
     Event,
@@ -60,11 +60,12 @@ class RichSink:
             p.print(f"scored {event.scored} pairs with {event.acquisition} (adapter v{event.adapter_version})")
         elif isinstance(event, RoundTrained):
             m = event.metrics
-            p.print(f"[green]adapter v{event.adapter_version}[/] trained on {event.labels_used} pairs: "
-                    f"loss {m.get('loss', float('nan')):.3f}, margin {m.get('rewards/margins', float('nan')):.3f}")
+            p.print(styled(f"adapter v{event.adapter_version}", "green",
+                           f" trained on {event.labels_used} pairs: loss {m.get('loss', float('nan')):.3f}, "
+                           f"margin {m.get('rewards/margins', float('nan')):.3f}"))
             self._tasks.pop("training", None)
         elif isinstance(event, EvalFinished):
             p.print(f"adapter v{event.adapter_version}: win-rate {event.win_rate:.3f} ± {event.stderr:.3f} "
                     f"(n={event.n})")
         elif isinstance(event, WarningRaised):
-            p.print(f"[yellow]warning:[/] {event.message}")
+            p.print(styled("warning:", "yellow", f" {event.message}"))

@@ -194,7 +194,7 @@ class LabelApp(App[None]):
     def on_learner_reported(self, message: LearnerReported) -> None:
         event = message.event
         if isinstance(event, WarningRaised):
-            self.notify(event.message, severity="warning", timeout=10)
+            self.notify(event.message, severity="warning", timeout=10, markup=False)
             return
         text = activity_text(event)
         if text:

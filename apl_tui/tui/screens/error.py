@@ -24,9 +24,10 @@ class ErrorDialog(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box") as box:
             box.border_title = "background worker stopped"
-            yield Static(self.message, id="error-message")
+            # markup=False: the message quotes paths and values, which may hold [brackets].
+            yield Static(self.message, id="error-message", markup=False)
             if self.hint:
-                yield Static(f"hint: {self.hint}", id="error-hint")
+                yield Static(f"hint: {self.hint}", id="error-hint", markup=False)
             yield Static("Labeling goes on. Restart the worker from the palette (ctrl+p).", id="error-note")
             yield Button("OK", id="error-ok", variant="primary")
 

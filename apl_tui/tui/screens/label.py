@@ -91,7 +91,7 @@ class LabelScreen(Screen[None]):
         try:
             shown = self.desk.next_pair()
         except AplError as e:
-            self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error")
+            self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error", markup=False)
             shown = None
         self.shown = shown
         self.shown_at = time.monotonic()
@@ -125,7 +125,7 @@ class LabelScreen(Screen[None]):
         try:
             self.desk_status = self.desk.status()
         except AplError as e:
-            self.notify(e.message, severity="error")
+            self.notify(e.message, severity="error", markup=False)
         self.query_one(StatusLine).refresh_status(self.desk_status, self.activity, self.per_hour(), self.shown)
         if self.shown is None:
             self.query_one(PairView).show_pair(None, self._waiting_text())
@@ -150,7 +150,7 @@ class LabelScreen(Screen[None]):
         try:
             self.desk.record_label(shown, outcome, latency_ms=latency_ms)
         except AplError as e:
-            self.notify(f"label not saved: {e.message}", severity="error")
+            self.notify(f"label not saved: {e.message}", severity="error", markup=False)
             return
         self.session_times.append(time.monotonic())
         self.post_message(LabelsChanged())
@@ -163,7 +163,7 @@ class LabelScreen(Screen[None]):
         try:
             undone = self.desk.undo()
         except AplError as e:
-            self.notify(f"undo failed: {e.message}", severity="error")
+            self.notify(f"undo failed: {e.message}", severity="error", markup=False)
             return
         if undone is None:
             self.notify("nothing to undo")

@@ -1,13 +1,19 @@
-"""The SQL screen: read-only queries over the live store, inside the app that owns it.
+"""The SQL screen: read-only queries over the store, inside the app that owns it.
 
-Another process cannot open the database while the app runs, so this is where a user looks
-at labels live. Statements that could write are refused (`check_read_only`); errors show inline.
+Another process cannot open the database while the app runs, so this is where a user looks at
+labels live. User SQL never touches the app's own connection: it runs on a sealed in-memory
+DuckDB over the snapshot (`apl_tui.sealed`), which cannot write the store, a file or a setting.
+The screen writes a fresh snapshot when it opens (the labels so far); afterwards the app keeps it
+fresh as the worker adds pairs, scores and adapters. Errors show inline, on one line.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -21,11 +27,14 @@ MAX_CELL = 80
 """Characters shown per cell (long completions are cut with an ellipsis)."""
 
 EXAMPLE = "select outcome, count(*) from effective_labels group by 1"
+OLD_SNAPSHOT_S = 5.0
+"""A result says how old its data is once the snapshot is older than this."""
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A cell as plain text: DataTable would read a str as markup and eat `[bracketed]` words."""
     text = "NULL" if value is None else str(value).replace("\n", " ")
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+    return Text(text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…")
 
 
 class SqlScreen(Screen[None]):
@@ -39,44 +48,78 @@ class SqlScreen(Screen[None]):
     def __init__(self, store: Any) -> None:
         super().__init__()
         self.store = store
-        """The open Store; queries run on this (the UI) thread's cursor."""
+        """The open Store; its snapshot is what queries read."""
+        self.ready = False
+        """Whether the snapshot written on opening is there (queries wait for it)."""
+        self.pending: str | None = None
+        """A query submitted before the snapshot was ready; it runs as soon as it is."""
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder=f"SQL, e.g. {EXAMPLE}", id="sql-input")
-        yield Static(id="sql-message")
+        yield Static(id="sql-message", markup=False)
         yield DataTable(id="sql-table", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#sql-message", Static).update(
             "read-only: SELECT over prompts, candidates, scores, labels, impressions, adapters, "
-            "train_metrics, evals, effective_labels, preferences")
+            "train_metrics, evals, effective_labels, preferences (no files, no settings)")
         self.query_one(Input).focus()
+        self._write_snapshot()
+
+    @work(thread=True, exit_on_error=False, group="sql-snapshot")
+    def _write_snapshot(self) -> None:
+        """Snapshot the labels so far (off the UI thread: large stores take a moment)."""
+        from apl_tui.snapshot import write_snapshot
+
+        error: str | None = None
+        try:
+            write_snapshot(self.store)
+        except (OSError, AplError) as e:
+            error = f"snapshot not written ({str(e).splitlines()[0]}); queries read the last one"
+        self.app.call_from_thread(self._snapshot_ready, error)
+
+    def _snapshot_ready(self, error: str | None) -> None:
+        self.ready = True
+        if error:
+            self._error(error)
+        if self.pending is not None:
+            sql, self.pending = self.pending, None
+            self.run_sql(sql)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.run_sql(event.value)
 
     def run_sql(self, sql: str) -> None:
-        """Run one read-only statement and show its rows, or the error inline."""
-        from apl_tui.snapshot import check_read_only
+        """Run one read-only statement on a sealed connection; show its rows, or the error inline."""
+        from apl_tui.sealed import open_snapshot, run_query, snapshot_age_text
 
         message = self.query_one("#sql-message", Static)
         table = self.query_one(DataTable)
         table.clear(columns=True)
+        if not self.ready:
+            self.pending = sql
+            message.remove_class("-error")
+            message.update("reading a fresh snapshot of the store…")
+            return
         try:
-            check_read_only(sql)
-            columns, rows = self.store.query(sql)
+            # Under the snapshot lock: the app's writer swaps the folder and must not do so mid-query.
+            with self.store.snapshot_lock:
+                con, written_at = open_snapshot(self.store.snapshot_dir)
+                try:
+                    columns, rows = run_query(con, sql)
+                finally:
+                    con.close()
         except AplError as e:
             self._error(e.message)
             return
-        except Exception as e:  # noqa: BLE001 — any DuckDB error is the user's query, shown inline
-            self._error(f"SQL error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-            return
         message.remove_class("-error")
-        table.add_columns(*columns)
+        table.add_columns(*[Text(c) for c in columns])
         table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
         more = f" (showing {MAX_ROWS})" if len(rows) > MAX_ROWS else ""
-        message.update(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}{more}")
+        age = time.time() - written_at
+        old = f" · data {snapshot_age_text(written_at)} old" if age >= OLD_SNAPSHOT_S else ""
+        message.update(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}{more}{old}")
 
     def _error(self, text: str) -> None:
         message = self.query_one("#sql-message", Static)

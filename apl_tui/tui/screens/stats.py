@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -49,8 +50,9 @@ def adapters_table(s: dict[str, Any]) -> Table:
     for a in s["adapters"]:
         loss = "–" if a["loss"] is None else f"{a['loss']:.3f}"
         name = f"v{a['version']}" + (" retired" if a["retired"] else "")
-        t.add_row(name, str(a["labels_used"]), str(a["regime"]), loss, _pct(a["accuracy"]),
-                  "; ".join(wins.get(a["version"], [])) or "–")
+        # Text, not markup: oracle names are what the user typed (python:module:function).
+        t.add_row(name, str(a["labels_used"]), Text(str(a["regime"])), loss, _pct(a["accuracy"]),
+                  Text("; ".join(wins.get(a["version"], [])) or "–"))
     return t
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import Static
 
 from apl_tui.records import ShownPair
@@ -63,4 +64,5 @@ class StatusLine(Static):
                        shown: ShownPair | None) -> None:
         """Redraw from the given facts (reads nothing itself)."""
         compact = self.app.size.width < COMPACT_WIDTH
-        self.update(status_text(status, activity, per_hour, shown, compact=compact))
+        # Text, not markup: the activity may quote an error or a path with [brackets] in it.
+        self.update(Text(status_text(status, activity, per_hour, shown, compact=compact)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.widgets import Static
 
 from apl_tui.records import ShownPair
@@ -53,11 +54,12 @@ class WhyPanel(Static):
 
     def show_current(self, shown: ShownPair | None) -> None:
         """Reveal the reasons for the pair on screen (loop.reveal = "always")."""
-        self.update("" if shown is None else f"why: {why_text(shown)}")
+        # Text, not markup: acquisition names and fallbacks come from settings and stores.
+        self.update(Text("" if shown is None else f"why: {why_text(shown)}"))
 
     def show_last(self, shown: ShownPair, verdict: str) -> None:
         """After a label: the verdict just given and why that pair was asked."""
-        self.update(verdict_text(shown, verdict))
+        self.update(Text(verdict_text(shown, verdict)))
 
     def clear(self) -> None:
         """Nothing to show (e.g. right after an undo)."""
