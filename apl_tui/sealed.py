@@ -215,7 +215,9 @@ def run_query(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
                        hint="the console reads the store's tables only: no files, settings or extensions") from e
     except duckdb.Error as e:
         text = _first_line(e)
-        if "read-only mode" in text or "configuration has been locked" in text:
+        # Writes refused by the attached file, the locked settings, or the snapshot's views.
+        if any(m in text for m in ("read-only mode", "configuration has been locked", "Can only delete from base",
+                                   "Can only update base", "is not an table", "is not a table")):
             raise AplError(f"read-only: {text}", hint="the console cannot change the store or its settings") from e
         raise AplError(f"SQL error: {text}", hint=TABLES_HINT) from e
     except (OSError, ValueError) as e:  # pyarrow reading a snapshot that was swapped underneath

@@ -61,6 +61,7 @@ async def test_sql_screen_shows_rows_and_errors_inline(tmp_path: Path) -> None:
         app.screen.query_one(Input).value = "select candidate_id, outcome from labels"
         await pilot.press("enter")
         table = app.screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)  # after the snapshot written on opening
         assert table.row_count == 1 and [str(c.label) for c in table.columns.values()] == ["candidate_id", "outcome"]
         assert text(app, "#sql-message") == "1 row"
         # A syntax error and a write are shown inline; the app keeps running.
