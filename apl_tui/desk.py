@@ -29,6 +29,10 @@ class DeskStatus:
     adapter_version: int
     labels_since_round: int
     round_due_at: int
+    undone_in_adapter: int = 0
+    """Labels the current adapter trained on that were undone since (it knows them until retrained)."""
+    next_round_resets: bool = True
+    """Whether the next round trains a fresh adapter (reset regime), dropping undone labels' effect."""
 
 
 def round_due(config: AplConfig, state: dict[str, Any]) -> tuple[bool, int, int]:
@@ -112,4 +116,5 @@ class LabelDesk:
         _, since, need = round_due(self.config, state)
         return DeskStatus(
             labels_total=state["labels"], labels_session=self._session_labels, pool_size=state["pool"],
-            adapter_version=state["adapter_version"], labels_since_round=since, round_due_at=need)
+            adapter_version=state["adapter_version"], labels_since_round=since, round_due_at=need,
+            undone_in_adapter=state["undone_in_adapter"], next_round_resets=self.config.train.regime == "reset")

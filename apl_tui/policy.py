@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from apl_tui.atomic import atomic_folder
 from apl_tui.config import GenerationConfig, LoraSettings, ModelConfig
-from apl_tui.errors import ModelError
+from apl_tui.errors import ModelError, StoreError
 from apl_tui.events import ModelLoaded, ProgressSink, ignore
 from apl_tui.models import default_target_modules, load_model, resolve_device
 
@@ -35,6 +35,33 @@ logger = logging.getLogger(__name__)
 _SYSTEM_SENTINEL = "APL-SYSTEM-SENTINEL"
 # Seed offset between resampling attempts of identical twins in `generate_pairs`.
 _RESAMPLE_SEED_STEP = 1_000_003
+
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+"""The weights file peft writes (safetensors) or may have written (older pickles)."""
+
+
+def _looks_damaged(e: BaseException) -> bool:
+    """Whether a load error says the files are cut or corrupt (rather than from another model)."""
+    import json
+
+    from safetensors import SafetensorError
+
+    return isinstance(e, (SafetensorError, json.JSONDecodeError, EOFError)) or any(
+        w in str(e).lower() for w in ("header", "incomplete", "truncat", "invalid load key", "unexpected end"))
+
+
+def _strip_tuner_layers(model: Any) -> None:
+    """Put the original modules back wherever peft wrapped one (after a failed load)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and name:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            if getattr(parent, child, None) is module:
+                setattr(parent, child, module.get_base_layer())
+    model.__dict__.pop("peft_config", None)
 
 
 @contextlib.contextmanager
@@ -237,12 +264,18 @@ class Policy:
         """Write the adapter (peft safetensors) to `path` atomically; set `adapter_version` if given.
 
         The files go to a temporary sibling folder that is renamed into place, so a crash never
-        leaves a half-written version.
+        leaves a half-written version (a `kill -9` leaves the hidden temporary folder, which the
+        next `Store` open removes). A full disk or an unwritable folder is a StoreError.
         """
         if not self.has_adapter:
             raise ModelError("no adapter to save", hint="train a round first")
-        with atomic_folder(Path(path)) as tmp:
-            self.model.save_pretrained(tmp)
+        try:
+            with atomic_folder(Path(path)) as tmp:
+                self.model.save_pretrained(tmp)
+        except OSError as e:
+            raise StoreError(f"cannot save adapter {path}: {e.strerror or e}",
+                             hint="free some disk space (or fix the folder's permissions); "
+                                  "nothing was recorded, and the round is redone on the next start") from e
         if version is not None:
             self.adapter_version = version
 
@@ -251,16 +284,34 @@ class Policy:
         from peft import PeftModel
 
         path = Path(path)
+        damaged = (f"restore adapters/v{version}, or retire it (apl adapter retire {version}) so the "
+                   "previous version becomes current")
         if not (path / "adapter_config.json").is_file():
-            raise ModelError(f"cannot load adapter {path}: no adapter_config.json there",
-                             hint="the adapter folder was moved or deleted")
+            raise ModelError(f"cannot load adapter v{version}: no adapter_config.json in {path}",
+                             hint=f"the folder was moved or deleted: {damaged}")
+        # Without a weights file peft would take the folder for a model-hub id and fail with
+        # "Repo id must be in the form …": say what is actually wrong.
+        if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
+            raise ModelError(f"cannot load adapter v{version}: no weights file ({ADAPTER_WEIGHTS[0]}) in {path}",
+                             hint=damaged)
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         self.drop_adapter()
         try:
+            weights = path / ADAPTER_WEIGHTS[0]
+            if weights.is_file():
+                load_file(weights)  # a cut file fails here, before peft rewires the base model
             with _quiet_peft():
                 self.model = PeftModel.from_pretrained(self.base, str(path), is_trainable=True)
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise ModelError(f"cannot load adapter {path}: {e}".splitlines()[0],
-                             hint="was it trained on another base model?") from e
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+            # peft injects the LoRA layers before it loads their weights: take them out again,
+            # or the reference model would carry them from now on.
+            _strip_tuner_layers(self.base)
+            hint = (damaged if _looks_damaged(e)
+                    else "was it trained on another base model? (model.spec in config.toml)")
+            raise ModelError(f"cannot load adapter v{version} from {path}: {type(e).__name__}: {e}".splitlines()[0],
+                             hint=hint) from e
         self.model.eval()
         self.adapter_version = version
 

@@ -99,7 +99,12 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
     rel = f"adapters/v{version}"
     target = store.root / rel
     shutil.rmtree(target, ignore_errors=True)  # a leftover of a crashed save, never recorded
-    policy.save_adapter(target, version=version)
+    try:
+        policy.save_adapter(target, version=version)
+    except BaseException:  # e.g. a full disk: the unsaved adapter must not pass for the recorded one
+        policy.drop_adapter()
+        sync_adapter(store, policy)
+        raise
     ids = [int(r["label_id"]) for r in rows]
     manifest = {"label_ids": sorted(ids), "trained_on": sorted(int(r["label_id"]) for r in used),
                 "label_clock": label_clock, "seed": t.seed + version, "model": cfg.model.spec,

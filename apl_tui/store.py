@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 from apl_tui import migrations
 from apl_tui.config import AplConfig
+from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.queue import _SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
@@ -37,6 +39,9 @@ DB_NAME = "apl.duckdb"
 
 _USABLE = "version NOT IN (SELECT version FROM adapter_retirements)"
 """SQL condition on `adapters`: the version was not retired."""
+
+_swept: set[Path] = set()
+"""Store folders whose leftover adapter temp folders this process has removed (once per folder)."""
 
 
 def is_lock_error(e: Exception) -> bool:
@@ -77,6 +82,8 @@ class Store(QueueMixin):
         self.snapshot_lock = threading.Lock()
         """Held while a snapshot is written (the app writes from a thread, and once more on quit)."""
         self._migrate()
+        if not read_only:
+            self._sweep_adapter_leftovers()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -112,8 +119,30 @@ class Store(QueueMixin):
         return self.root / "snapshot"
 
     def load_config(self) -> AplConfig:
-        """The store's settings (defaults where the file says nothing)."""
-        return AplConfig.load(self.config_path)
+        """The store's settings; a missing, empty or unreadable config.toml is refused, not defaulted.
+
+        A file without some of the sections `apl init` writes (hand-edited, or cut short) is
+        used with those sections' defaults, and a warning names them.
+        """
+        return load_config_file(self.config_path, store_file=True)
+
+    def _sweep_adapter_leftovers(self) -> None:
+        """Remove hidden temp folders (adapters/.vN.*) that a killed adapter save left behind.
+
+        Safe because this process owns the file read-write (no other process is saving), and
+        done once per folder per process, so a second Store on the same folder in this process
+        never removes a save in progress.
+        """
+        key = self.root.resolve()
+        if key in _swept or not self.adapters_dir.is_dir():
+            return
+        _swept.add(key)
+        leftovers = [p for p in self.adapters_dir.glob(".v*") if p.is_dir()]
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+        if leftovers:
+            logger.info("removed %d leftover adapter folder(s) of an interrupted save in %s",
+                        len(leftovers), self.adapters_dir)
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Close the database; never raises because another thread's cursor is busy.
@@ -322,20 +351,29 @@ class Store(QueueMixin):
         """Everything a status line and the round trigger need, in one statement.
 
         Keys: labels (effective, skips included), preference_labels (a/b), label_events (all but
-        undos), pool, adapter_version (0 without one), label_clock (label events when it trained).
+        undos), pool, adapter_version (0 without one), label_clock (label events when it trained),
+        undone_in_adapter (labels the latest adapter trained on that were undone since).
         """
+        # `latest` is the current adapter (the newest not retired). The undone count reads only
+        # undo events newer than its newest label id, and its label list once: cheap enough for
+        # every status refresh.
         row = self.cursor().execute(
+            "WITH latest AS (SELECT version, (manifest->>'label_clock')::BIGINT AS clock, "
+            "CAST(manifest->'label_ids' AS BIGINT[]) AS ids FROM adapters WHERE " + _USABLE +
+            " ORDER BY version DESC LIMIT 1) "
             "SELECT (SELECT count(*) FROM effective_labels), "
             "(SELECT count(*) FROM effective_labels WHERE outcome IN ('a', 'b')), "
             "(SELECT count(*) FROM labels WHERE outcome <> 'undo'), "
             "(SELECT count(*) FROM queue WHERE NOT prompt_labeled), "
-            f"(SELECT max(version) FROM adapters WHERE {_USABLE}), "
-            f"(SELECT (manifest->>'label_clock')::BIGINT FROM adapters WHERE {_USABLE} "
-            "ORDER BY version DESC LIMIT 1)").fetchone()
-        keys = ("labels", "preference_labels", "label_events", "pool", "adapter_version", "label_clock")
+            "(SELECT version FROM latest), (SELECT clock FROM latest), "
+            "(SELECT count(*) FROM labels u, latest WHERE u.outcome = 'undo' AND u.id > list_max(latest.ids) "
+            "AND list_contains(latest.ids, u.undoes))").fetchone()
+        keys = ("labels", "preference_labels", "label_events", "pool", "adapter_version", "label_clock",
+                "undone_in_adapter")
         state = dict(zip(keys, row))
         state["adapter_version"] = state["adapter_version"] or 0
         state["label_clock"] = state["label_clock"] or 0
+        state["undone_in_adapter"] = state["undone_in_adapter"] or 0
         return state
 
     def label_counts(self) -> dict[str, int]:

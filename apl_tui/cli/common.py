@@ -44,10 +44,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def new_store_config(config: Path | None, model: str | None) -> Any:
     """Settings for a new store: a config file (defaults where it says nothing), then --model."""
     from apl_tui.config import AplConfig
+    from apl_tui.config_file import load_config_file
 
-    if config is not None and not config.exists():
-        raise AplError(f"{config}: no such file", hint="check the path")
-    cfg = AplConfig.load(config) if config is not None else AplConfig()
+    cfg = load_config_file(config) if config is not None else AplConfig()
     return cfg.replace("model", spec=model) if model else cfg
 
 

@@ -89,21 +89,22 @@ def export(
         raise AplError(f"unknown ties mode {ties!r}", hint="use drop or both")
     if format == "parquet" and output is None:
         raise AplError("parquet needs an output file", hint="add -o prefs.parquet")
+    if output is not None:
+        _check_output(output)
     reader = _reader(store)
     try:
         cols, rows = export_rows(reader.con, ties=ties)
-        records = [{k: _jsonable(v) for k, v in zip(cols, r)} for r in rows]
-        if format == "parquet":
-            _write_parquet(records, cols, output)  # type: ignore[arg-type]
-        else:
-            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-            if output is None:
-                sys.stdout.write(text)
-            else:
-                with atomic_file(output) as tmp:
-                    tmp.write_text(text, encoding="utf-8")
     finally:
         reader.close()
+    records = [{k: _jsonable(v) for k, v in zip(cols, r)} for r in rows]
+    if format == "parquet":
+        _write_file(output, lambda tmp: _write_parquet(records, cols, tmp))  # type: ignore[arg-type]
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            _write_file(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     err.print(f"exported {len(records):,} preference records" + (f" to {output}" if output else ""))
 
 
@@ -111,13 +112,30 @@ def _jsonable(v: Any) -> Any:
     return v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v
 
 
-def _write_parquet(records: list[dict[str, Any]], cols: list[str], output: Path) -> None:
+def _check_output(output: Path) -> None:
+    """Refuse an output path that cannot be written before reading anything."""
+    if output.is_dir():
+        raise AplError(f"{output} is a folder", hint="give a file name, e.g. -o prefs.jsonl")
+    if not output.parent.is_dir():
+        raise AplError(f"cannot write {output}: no folder {output.parent}", hint="create the folder first, or pick another -o")
+
+
+def _write_file(output: Path, write: Any) -> None:
+    """Write through a temporary sibling renamed into place: a failure leaves no half file."""
+    try:
+        with atomic_file(output) as tmp:
+            write(tmp)
+    except OSError as e:
+        raise AplError(f"cannot write {output}: {e.strerror or e}",
+                       hint="check free disk space and the folder's permissions") from e
+
+
+def _write_parquet(records: list[dict[str, Any]], cols: list[str], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(records) if records else pa.table({c: pa.array([], pa.string()) for c in cols})
-    with atomic_file(output) as tmp:
-        pq.write_table(table, tmp)
+    pq.write_table(table, path)
 
 
 @app.command()

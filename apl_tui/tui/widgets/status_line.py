@@ -29,6 +29,25 @@ def staleness_text(shown: ShownPair | None) -> str:
     return f"scored by {by}{ago_text}"
 
 
+def undone_text(status: Any, compact: bool = False) -> str:
+    """Say when the current adapter was trained on labels that were undone since.
+
+    >>> from types import SimpleNamespace as S
+    >>> undone_text(S(adapter_version=3, undone_in_adapter=1, next_round_resets=True))
+    'v3 trained on 1 undone label; retrains next round'
+    >>> undone_text(S(adapter_version=3, undone_in_adapter=2, next_round_resets=False), compact=True)
+    'v3: 2 undone'
+    """
+    n = getattr(status, "undone_in_adapter", 0)
+    if not n or not status.adapter_version:
+        return ""
+    if compact:
+        return f"v{status.adapter_version}: {n} undone"
+    after = ("retrains next round" if status.next_round_resets
+             else "their effect lingers (continue regime)")
+    return f"v{status.adapter_version} trained on {n} undone label{'' if n == 1 else 's'}; {after}"
+
+
 def status_text(status: Any, activity: str, per_hour: float | None, shown: ShownPair | None,
                 compact: bool = False) -> str:
     """One line of facts, most important first, separated by ' │ ' (shorter words when compact).
@@ -48,6 +67,9 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
             parts.append(f"labels {status.labels_total} / {status.labels_session} now / {rate}/h")
             parts.append(f"pool {status.pool_size}")
             parts.append(f"adapter {adapter} (round {status.labels_since_round}/{status.round_due_at})")
+        undone = undone_text(status, compact)
+        if undone:
+            parts.append(undone)
     if activity:
         parts.append(activity)
     stale = staleness_text(shown)
