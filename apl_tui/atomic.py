@@ -35,11 +35,13 @@ def atomic_folder(path: Path, *, keep_existing: bool = False) -> Iterator[Path]:
 
     An existing `path` is replaced (moved aside first, then removed), or with `keep_existing`
     kept and the new copy discarded (another process finished the same work first).
-    Temporary folders are hidden (`.NAME.*`) so a store can clean up leftovers of a crash.
+    Temporary folders are hidden (`.NAME.tmp-PID-*`) so a store can clean up leftovers of a crash.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    # The pid in the name tells a store which hidden folders are a save in progress in this
+    # process (kept) and which a killed one left behind (removed on open).
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
         yield tmp
         if path.exists() and keep_existing:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 import threading
 import time
@@ -39,9 +41,6 @@ DB_NAME = "apl.duckdb"
 
 _USABLE = "version NOT IN (SELECT version FROM adapter_retirements)"
 """SQL condition on `adapters`: the version was not retired."""
-
-_swept: set[Path] = set()
-"""Store folders whose leftover adapter temp folders this process has removed (once per folder)."""
 
 
 def is_lock_error(e: Exception) -> bool:
@@ -129,15 +128,13 @@ class Store(QueueMixin):
     def _sweep_adapter_leftovers(self) -> None:
         """Remove hidden temp folders (adapters/.vN.*) that a killed adapter save left behind.
 
-        Safe because this process owns the file read-write (no other process is saving), and
-        done once per folder per process, so a second Store on the same folder in this process
-        never removes a save in progress.
+        Safe because this process owns the file read-write, so no other process is saving; the
+        folders of a save in progress in this process carry its pid and are kept.
         """
-        key = self.root.resolve()
-        if key in _swept or not self.adapters_dir.is_dir():
+        if not self.adapters_dir.is_dir():
             return
-        _swept.add(key)
-        leftovers = [p for p in self.adapters_dir.glob(".v*") if p.is_dir()]
+        mine = re.compile(rf"\.v\d+\.(?:tmp|old)-{os.getpid()}(?:-|$)")
+        leftovers = [p for p in self.adapters_dir.glob(".v*") if p.is_dir() and not mine.match(p.name)]
         for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)
         if leftovers:
