@@ -9,7 +9,8 @@ Layout of a store folder::
     apl.duckdb      the database (tables: prompts, candidates, scores, labels, impressions,
                     adapters, train_metrics, evals; views: effective_labels, preferences)
     config.toml     the settings (see examples/config.toml)
-    adapters/vN/    LoRA adapter version N (peft safetensors + manifest.json)
+    adapters/vN/    LoRA adapter version N (peft safetensors + manifest.json); a save writes a
+                    hidden adapters/.vN.tmp-PID-* folder first (leftovers are removed on open)
     cache/          converted models and tokenizers
     snapshot/       Parquet copies of every table, kept fresh by the running app for other processes
 """
