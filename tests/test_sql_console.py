@@ -59,30 +59,37 @@ def _fingerprint(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture(params=["live", "snapshot"])
-def setup(request: pytest.FixtureRequest, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A store with three labels; in "snapshot" mode this process owns it read-write, as the app does."""
-    monkeypatch.chdir(tmp_path)  # a relative write (DuckDB's .tmp spill folder) would land here too
-    root = tmp_path / "store"
+@pytest.fixture(scope="module", params=["live", "snapshot"])
+def built(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str], str]]:
+    """A store with three labels, built once per mode; in "snapshot" mode this process owns it
+    read-write, as the app does. Every test checks it is left unchanged, so sharing it is safe."""
+    folder = tmp_path_factory.mktemp(f"console-{request.param}")
+    root = folder / "store"
     store = make_store(root)
     for cid in [c["id"] for c in store.candidates()][:3]:
         store.record_label(cid, "a", source="human", shown_left="a")
-    (tmp_path / "leak").mkdir()
-    (tmp_path / "forged.csv").write_text("id,candidate_id,outcome\n999,1,b\n")
-    subs = {"out": str(tmp_path / "leak" / "x.csv"), "dir": str(tmp_path / "leak" / "dump"),
-            "db": str(tmp_path / "leak" / "evil.duckdb"), "csv": str(tmp_path / "forged.csv"),
+    (folder / "leak").mkdir()
+    (folder / "forged.csv").write_text("id,candidate_id,outcome\n999,1,b\n")
+    subs = {"out": str(folder / "leak" / "x.csv"), "dir": str(folder / "leak" / "dump"),
+            "db": str(folder / "leak" / "evil.duckdb"), "csv": str(folder / "forged.csv"),
             "snap": str(root / "snapshot" / "labels.parquet")}
+    write_snapshot(store)
     if request.param == "live":
-        write_snapshot(store)
         store.close()
-        yield root, subs
+        yield root, subs, "live"
     else:
-        write_snapshot(store)
         try:
-            yield root, subs
+            yield root, subs, "snapshot"
         finally:
             store.close()
+
+
+@pytest.fixture
+def setup(built: tuple[Path, dict[str, str], str],
+          monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str], str]:
+    monkeypatch.chdir(built[0].parent)  # a relative write (DuckDB's .tmp spill folder) would land here too
+    return built
 
 
 def _labels(root: Path) -> list[tuple[object, ...]]:
@@ -94,8 +101,8 @@ def _labels(root: Path) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize("name", list(SMUGGLED))
-def test_apl_sql_refuses_each_smuggling_variant(setup: tuple[Path, dict[str, str]], name: str) -> None:
-    root, subs = setup
+def test_apl_sql_refuses_each_smuggling_variant(setup: tuple[Path, dict[str, str], str], name: str) -> None:
+    root, subs, _ = setup
     folder = root.parent
     before, labels = _fingerprint(folder), _labels(root)
     r = runner.invoke(app, ["sql", SMUGGLED[name].format(**subs), "--store", str(root), "--format", "csv"])
@@ -108,9 +115,9 @@ def test_apl_sql_refuses_each_smuggling_variant(setup: tuple[Path, dict[str, str
 
 @pytest.mark.parametrize("name", list(SMUGGLED))
 def test_sealed_connection_alone_holds_without_the_statement_check(
-        setup: tuple[Path, dict[str, str]], name: str) -> None:
+        setup: tuple[Path, dict[str, str], str], name: str) -> None:
     """Straight on the connection, no parser in front: writes to the store or to files fail."""
-    root, subs = setup
+    root, subs, mode = setup
     folder = root.parent
     before = _fingerprint(folder)
     con, _ = open_console(root)
@@ -124,15 +131,15 @@ def test_sealed_connection_alone_holds_without_the_statement_check(
         con.close()
     assert _fingerprint(folder) == before
     assert len(_labels(root)) == 3
-    # What may succeed touches only the console's private in-memory catalog: a view of the
-    # snapshot (dropped for that one connection), a no-op checkpoint, the multi-statement's SELECT.
-    harmless = {"explain analyze drop view", "checkpoint", "pragma"}
+    # What may succeed touches only the console's private in-memory catalog: a checkpoint of it
+    # (a no-op), and over the snapshot, dropping one of the connection's own view definitions.
+    harmless = {"checkpoint"} | ({"explain analyze drop view"} if mode == "snapshot" else set())
     if name not in harmless:
         assert refused, f"{name} ran on the sealed connection"
 
 
-def test_reads_still_work_in_both_modes(setup: tuple[Path, dict[str, str]]) -> None:
-    root, _ = setup
+def test_reads_still_work_in_both_modes(setup: tuple[Path, dict[str, str], str]) -> None:
+    root, _, _ = setup
     for sql, expected in [
         ("select count(*) from effective_labels", [(3,)]),
         ("select count(*) from preferences", [(3,)]),
@@ -159,8 +166,8 @@ def test_files_are_never_readable_from_the_console(tmp_path: Path) -> None:
     assert "read_csv('/etc/passwd')" in readme
 
 
-def test_live_reader_sees_uncheckpointed_rows_and_stays_sealed(tmp_path: Path) -> None:
-    """A store closed by a crash (WAL not merged) reads fine, and the seal is in place."""
+def test_the_live_reader_is_sealed(tmp_path: Path) -> None:
+    """Reading the live file: no snapshot involved, external access off, settings locked."""
     store = Store.create(tmp_path)
     store.add_prompts(["one"], split="train", source="t")
     store.close()
