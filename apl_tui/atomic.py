@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -57,3 +58,20 @@ def atomic_folder(path: Path, *, keep_existing: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(folder: Path) -> int:
+    """Remove the hidden temporary folders `atomic_folder` left in `folder` when killed; return how many.
+
+    Call it only where no other process can be writing there (a store opened read-write). The
+    folders of a write in progress in this process carry its pid and are kept; older unnamed
+    ones (`.NAME.xxxx`, before the pid was added) are removed too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    mine = re.compile(rf"\.[^/]+\.(?:tmp|old)-{os.getpid()}(?:-|$)")
+    leftovers = [p for p in folder.glob(".*") if p.is_dir() and not mine.match(p.name)]
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(leftovers)

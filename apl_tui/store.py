@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from apl_tui import migrations
+from apl_tui.atomic import remove_leftovers
 from apl_tui.config import AplConfig
 from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
@@ -83,7 +81,10 @@ class Store(QueueMixin):
         """Held while a snapshot is written (the app writes from a thread, and once more on quit)."""
         self._migrate()
         if not read_only:
-            self._sweep_adapter_leftovers()
+            # This process owns the file read-write, so no other process is saving an adapter.
+            removed = remove_leftovers(self.root / "adapters")
+            if removed:
+                logger.info("removed %d leftover folder(s) of an interrupted adapter save", removed)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -125,22 +126,6 @@ class Store(QueueMixin):
         used with those sections' defaults, and a warning names them.
         """
         return load_config_file(self.config_path, store_file=True)
-
-    def _sweep_adapter_leftovers(self) -> None:
-        """Remove hidden temp folders (adapters/.vN.*) that a killed adapter save left behind.
-
-        Safe because this process owns the file read-write, so no other process is saving; the
-        folders of a save in progress in this process carry its pid and are kept.
-        """
-        if not self.adapters_dir.is_dir():
-            return
-        mine = re.compile(rf"\.v\d+\.(?:tmp|old)-{os.getpid()}(?:-|$)")
-        leftovers = [p for p in self.adapters_dir.glob(".v*") if p.is_dir() and not mine.match(p.name)]
-        for p in leftovers:
-            shutil.rmtree(p, ignore_errors=True)
-        if leftovers:
-            logger.info("removed %d leftover adapter folder(s) of an interrupted save in %s",
-                        len(leftovers), self.adapters_dir)
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Close the database; never raises because another thread's cursor is busy.

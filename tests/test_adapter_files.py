@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from apl_tui.cli import app
 from apl_tui.config import AplConfig
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
 from apl_tui.errors import ModelError, StoreError
 from apl_tui.rounds import train_round
 from apl_tui.store import Store
@@ -96,7 +96,7 @@ def test_full_disk_while_saving_records_nothing_and_resyncs_the_policy(tmp_path,
                     sink=lambda e: None, cancel=None)
     assert "No space left on device" in e.value.message and "nothing was recorded" in e.value.hint
     assert store.latest_adapter()["version"] == 1
-    assert sorted(p.name for p in store.adapters_dir.iterdir()) == ["v1"]  # no temp folder, no v2
+    assert sorted(p.name for p in (store.root / "adapters").iterdir()) == ["v1"]  # no temp folder, no v2
     assert tiny_policy.adapter_version == 1 and tiny_policy.has_adapter  # the recorded one, reloaded
 
 
@@ -119,7 +119,7 @@ def test_full_disk_through_apl_train_is_one_line(tmp_path, model_cache, monkeypa
 
 def test_leftovers_of_a_killed_save_are_removed_on_open(tmp_path):
     store = Store.create(tmp_path / "s")
-    adapters = store.adapters_dir
+    adapters = store.root / "adapters"
     store.close()
     (adapters / "v1").mkdir()
     (adapters / "v1" / "adapter_config.json").write_text("{}")
@@ -137,23 +137,23 @@ def test_leftovers_of_a_killed_save_are_removed_on_open(tmp_path):
 
 def test_status_line_says_the_adapter_trained_on_an_undone_label(tmp_path, tiny_policy):
     store = labeled_store(tmp_path)
-    engine = Engine(store, store.load_config(), policy=tiny_policy)
-    assert engine.status().undone_in_adapter == 0
+    desk = LabelDesk(store, store.load_config())
+    assert desk.status().undone_in_adapter == 0
     train_v1(store, tiny_policy)
-    assert engine.status().undone_in_adapter == 0
+    assert desk.status().undone_in_adapter == 0
     newest = [c["id"] for c in store.candidates()][3]
     store.record_label(newest, "a", source="human", shown_left="a")
-    engine.undo()  # a label made after the round: the adapter never saw it
-    assert engine.status().undone_in_adapter == 0
-    engine.undo()  # the newest label v1 trained on
-    status = engine.status()
+    desk.undo()  # a label made after the round: the adapter never saw it
+    assert desk.status().undone_in_adapter == 0
+    desk.undo()  # the newest label v1 trained on
+    status = desk.status()
     assert status.undone_in_adapter == 1 and status.adapter_version == 1
     line = status_text(status, "idle", None, None)
     assert "v1 trained on 1 undone label; retrains next round" in line
-    engine.undo()
-    assert engine.status().undone_in_adapter == 2
+    desk.undo()
+    assert desk.status().undone_in_adapter == 2
     # The next round trains without them: the count is back to zero.
     train_round(store, tiny_policy, store.load_config(), label_clock=store.label_events(), sink=lambda e: None,
                 cancel=None)
-    assert engine.status().undone_in_adapter == 0
-    assert "undone" not in status_text(engine.status(), "idle", None, None)
+    assert desk.status().undone_in_adapter == 0
+    assert "undone" not in status_text(desk.status(), "idle", None, None)

@@ -106,7 +106,7 @@ def test_export_on_a_full_disk_leaves_no_file(tmp_path, monkeypatch):
     real_write = Path.write_text
 
     def full_disk(self: Path, *args, **kwargs):
-        if self.name.endswith(".tmp"):
+        if ".tmp-" in self.name:
             real_write(self, "half a rec", encoding="utf-8")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, *args, **kwargs)

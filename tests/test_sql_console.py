@@ -185,7 +185,7 @@ async def test_the_apps_sql_screen_refuses_them_too(tmp_path: Path, monkeypatch:
     """The `:` screen inside the app that owns the file read-write: same refusals, same store."""
     from textual.widgets import DataTable, Input
 
-    from apl_tui.engine import Engine
+    from apl_tui.desk import LabelDesk
     from apl_tui.tui.app import LabelApp
     from apl_tui.tui.screens.sql import SqlScreen
 
@@ -194,16 +194,12 @@ async def test_the_apps_sql_screen_refuses_them_too(tmp_path: Path, monkeypatch:
     subs = {"out": str(tmp_path / "x.csv"), "dir": str(tmp_path / "dump"), "db": str(tmp_path / "evil.duckdb"),
             "csv": str(tmp_path / "store" / "config.toml"),
             "snap": str(tmp_path / "store" / "snapshot" / "labels.parquet")}
-    app = LabelApp(Engine(store), store, start_worker=False, snapshot_interval_s=3600)
+    app = LabelApp(LabelDesk(store), snapshot_interval_s=3600)  # only the screen's own write
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("1", "2")
         await pilot.press("colon")
         screen = app.screen
         assert isinstance(screen, SqlScreen)
-        for _ in range(200):  # the snapshot written on opening (a thread worker)
-            if screen.ready:
-                break
-            await pilot.pause(0.02)
         labels = store.label_counts()
         assert sum(labels.values()) == 2
         before = _fingerprint(tmp_path)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from apl_tui.cli import app
-from apl_tui.engine import Engine
+from apl_tui.desk import LabelDesk
 from apl_tui.events import WarningRaised
 from apl_tui.records import NewCandidate
 from apl_tui.store import Store
 from apl_tui.tui.app import LabelApp
+from apl_tui.tui.messages import LearnerReported, LearnerStepFinished
 from apl_tui.tui.screens.error import ErrorDialog
 from tests.helpers import make_store
 
@@ -60,7 +61,7 @@ def test_progress_warnings_keep_their_brackets(capsys) -> None:
 
 async def test_the_app_shows_bracketed_errors_and_warnings_whole(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
-    app_ = LabelApp(Engine(store), store, start_worker=False)
+    app_ = LabelApp(LabelDesk(store))
     async with app_.run_test(size=(120, 30)) as pilot:
         app_.push_screen(ErrorDialog("unknown section [train] in /x/[bold]y", "fix [train] in config.toml"))
         await pilot.pause()
@@ -68,11 +69,10 @@ async def test_the_app_shows_bracketed_errors_and_warnings_whole(tmp_path: Path)
         assert str(dialog.query_one("#error-message").content) == "unknown section [train] in /x/[bold]y"
         assert str(dialog.query_one("#error-hint").content) == "hint: fix [train] in config.toml"
         await pilot.press("escape")
-        app_.on_engine_reported(type("M", (), {"event": WarningRaised("judge said [bold]no[/]")})())
+        app_.post_message(LearnerReported(WarningRaised("judge said [bold]no[/]")))
         await pilot.pause()
         shown = [str(n.message) for n in app_._notifications]
         assert "judge said [bold]no[/]" in shown
-        app_.activity = "failed on /x/[bold]y"
-        app_.label_screen.refresh_status()
+        app_.post_message(LearnerStepFinished("failed on /x/[bold]y"))
         await pilot.pause()
         assert "failed on /x/[bold]y" in str(app_.label_screen.query_one("#status").content)

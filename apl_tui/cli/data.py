@@ -117,7 +117,8 @@ def _check_output(output: Path) -> None:
     if output.is_dir():
         raise AplError(f"{output} is a folder", hint="give a file name, e.g. -o prefs.jsonl")
     if not output.parent.is_dir():
-        raise AplError(f"cannot write {output}: no folder {output.parent}", hint="create the folder first, or pick another -o")
+        raise AplError(f"cannot write {output}: no folder {output.parent}",
+                       hint="create the folder first, or pick another -o")
 
 
 def _write_file(output: Path, write: Any) -> None:

@@ -3,8 +3,9 @@
 Another process cannot open the database while the app runs, so this is where a user looks at
 labels live. User SQL never touches the app's own connection: it runs on a sealed in-memory
 DuckDB over the snapshot (`apl_tui.sealed`), which cannot write the store, a file or a setting.
-The screen writes a fresh snapshot when it opens (the labels so far); afterwards the app keeps it
-fresh as the worker adds pairs, scores and adapters. Errors show inline, on one line.
+The screen has the app's snapshot writer write a fresh one when it opens (the labels so far);
+afterwards the writer keeps it fresh as the worker adds pairs, scores and adapters. Errors show
+inline, on one line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -49,10 +49,6 @@ class SqlScreen(Screen[None]):
         super().__init__()
         self.store = store
         """The open Store; its snapshot is what queries read."""
-        self.ready = False
-        """Whether the snapshot written on opening is there (queries wait for it)."""
-        self.pending: str | None = None
-        """A query submitted before the snapshot was ready; it runs as soon as it is."""
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder=f"SQL, e.g. {EXAMPLE}", id="sql-input")
@@ -65,27 +61,25 @@ class SqlScreen(Screen[None]):
             "read-only: SELECT over prompts, candidates, scores, labels, impressions, adapters, "
             "train_metrics, evals, effective_labels, preferences (no files, no settings)")
         self.query_one(Input).focus()
-        self._write_snapshot()
+        self._fresh_snapshot()
 
-    @work(thread=True, exit_on_error=False, group="sql-snapshot")
-    def _write_snapshot(self) -> None:
-        """Snapshot the labels so far (off the UI thread: large stores take a moment)."""
+    def _fresh_snapshot(self) -> None:
+        """Have the snapshot include the labels so far (one write, on this thread, as on quit).
+
+        Through the app's writer when there is one, so its thread and this write never overlap
+        and its shutdown order still holds.
+        """
         from apl_tui.snapshot import write_snapshot
 
-        error: str | None = None
+        writer = getattr(self.app, "snapshots", None)
+        if writer is not None:
+            writer.mark_dirty()
+            writer.flush()  # logs and keeps the last snapshot if this write fails
+            return
         try:
             write_snapshot(self.store)
         except (OSError, AplError) as e:
-            error = f"snapshot not written ({str(e).splitlines()[0]}); queries read the last one"
-        self.app.call_from_thread(self._snapshot_ready, error)
-
-    def _snapshot_ready(self, error: str | None) -> None:
-        self.ready = True
-        if error:
-            self._error(error)
-        if self.pending is not None:
-            sql, self.pending = self.pending, None
-            self.run_sql(sql)
+            self._error(f"snapshot not written ({str(e).splitlines()[0]}); queries read the last one")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.run_sql(event.value)
@@ -97,11 +91,6 @@ class SqlScreen(Screen[None]):
         message = self.query_one("#sql-message", Static)
         table = self.query_one(DataTable)
         table.clear(columns=True)
-        if not self.ready:
-            self.pending = sql
-            message.remove_class("-error")
-            message.update("reading a fresh snapshot of the store…")
-            return
         try:
             # Under the snapshot lock: the app's writer swaps the folder and must not do so mid-query.
             with self.store.snapshot_lock:
