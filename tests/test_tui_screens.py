@@ -155,7 +155,9 @@ async def test_worker_failure_shows_dialog_and_labeling_goes_on(tmp_path: Path) 
 
     app = LabelApp(LabelDesk(store), ScriptedLearner(store, [boom]))
     async with app.run_test(size=NARROW) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, ErrorDialog))
+        # Pushed is not yet composed: wait for the dialog's text itself (was flaky under load).
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorDialog)
+                         and bool(app.screen.query("#error-message")))
         assert text(app, "#error-message") == "cannot load model 'nope'"
         await pilot.press("escape")
         await pilot.press("1")
