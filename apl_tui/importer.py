@@ -11,12 +11,15 @@ import io
 import json
 from pathlib import Path
 
+from apl_tui.chat import MessagesError, encode_messages, validate_messages
 from apl_tui.errors import ImportDataError
 
 MAX_PROMPT_CHARS = 20_000
 """Far past any model context we support (a few thousand tokens); longer is certainly a mistake."""
 
 FORMATS = (".jsonl", ".csv", ".parquet", ".txt")
+
+CHAT_HINT = 'a chat prompt is a list like [{"role": "user", "content": "..."}] ending with a user turn'
 
 
 def _fail(path: Path, line: int | None, why: str, hint: str) -> ImportDataError:
@@ -25,6 +28,11 @@ def _fail(path: Path, line: int | None, why: str, hint: str) -> ImportDataError:
 
 
 def _check_prompt(path: Path, line: int, text: object) -> str:
+    if isinstance(text, list):  # a chat prompt: its messages, stored as canonical JSON (see chat.py)
+        try:
+            text = encode_messages(validate_messages(text))
+        except MessagesError as e:
+            raise _fail(path, line, str(e), CHAT_HINT) from e
     if not isinstance(text, str):
         raise _fail(path, line, f"prompt must be text, got {type(text).__name__}", "quote the prompt as a string")
     if not text.strip():
@@ -82,9 +90,12 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise _fail(path, i, f"not JSON ({e.msg})", "each line must be one JSON object") from e
-        if not isinstance(obj, dict) or field not in obj:
+        key = field
+        if isinstance(obj, dict) and field == "prompt" and field not in obj and "messages" in obj:
+            key = "messages"  # TRL's conversational files name the message list "messages"
+        if not isinstance(obj, dict) or key not in obj:
             raise _fail(path, i, f"no {field!r} field", f'each line needs {{"{field}": "..."}}')
-        prompts.append(_check_prompt(path, i, obj[field]))
+        prompts.append(_check_prompt(path, i, obj[key]))
     return prompts
 
 

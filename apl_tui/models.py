@@ -118,6 +118,49 @@ def default_target_modules(model: Any) -> list[str]:
                      hint="set lora.target_modules in config.toml")
 
 
+TINY_CONTEXT = 512
+"""max_position_embeddings of the tiny random model."""
+SMOLLM2_CONTEXT = 8192
+"""SmolLM2-135M's context length (its GGUF metadata)."""
+
+
+def context_length(config: Any) -> int | None:
+    """The longest sequence a model config admits (Llama-likes and GPT-2 name it differently)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def load_tokenizer(spec: str, cache_dir: Path, *, trust_remote_code: bool = False) -> tuple[Any, int]:
+    """`(tokenizer, context length)` for a spec, without loading the weights.
+
+    Used where only token counts matter (importing completions), so a 7B model's folder costs a
+    tokenizer load, not a model load. An unknown context length is taken as 2,048.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    if spec == TINY_SPEC:
+        return smollm2_tokenizer(cache_dir), TINY_CONTEXT
+    if spec == SMOLLM2_SPEC:
+        return smollm2_tokenizer(cache_dir), SMOLLM2_CONTEXT
+    local = Path(spec).expanduser()
+    source = str(local) if local.is_dir() else spec
+    if spec.startswith((".", "/", "~")) and not local.is_dir():
+        raise ModelError(f"cannot load model {spec}: no such folder",
+                         hint="give a model folder, a Hugging Face id, smollm2-135m or tiny-random")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load the tokenizer of {spec}: {reason}",
+                         hint="check the folder or id; without network only already-downloaded models load") from e
+    return tokenizer, context_length(config) or 2048
+
+
 # --- the embedded SmolLM2 -------------------------------------------------------------------
 
 
@@ -221,7 +264,7 @@ def _tiny_random(cache_dir: Path, seed: int) -> tuple[Any, Any]:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=TINY_CONTEXT,
         # Larger than the usual 0.02 so next-token distributions are far from uniform: sampled
         # sequences then differ in log-prob, and eos is sampled now and then.
         initializer_range=0.3,

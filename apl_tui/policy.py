@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apl_tui.atomic import atomic_folder
+from apl_tui.chat import decode_messages
 from apl_tui.config import GenerationConfig, LoraSettings, ModelConfig
 from apl_tui.errors import ModelError, StoreError
 from apl_tui.events import ModelLoaded, ProgressSink, ignore
@@ -131,12 +132,24 @@ class Policy:
         """
         if not texts:
             return []
-        chat = self.cfg.use_chat_template and getattr(self.tokenizer, "chat_template", None)
-        if chat:
-            rendered = [self._render_chat(t) for t in texts]
-            encoded = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        else:
-            encoded = self.tokenizer(list(texts))["input_ids"]
+        template = getattr(self.tokenizer, "chat_template", None)
+        conversations = [decode_messages(t) for t in texts]
+        if any(c is not None for c in conversations) and not template:
+            raise ModelError(f"chat prompts need a chat template, and {self.spec}'s tokenizer has none",
+                             hint="use a chat (instruct) model, or import plain-text prompts")
+        wrap = bool(self.cfg.use_chat_template and template)
+        # Chat prompts always go through the template; plain ones only when the config asks.
+        templated = [i for i, c in enumerate(conversations) if c is not None or wrap]
+        raw = [i for i, c in enumerate(conversations) if not (c is not None or wrap)]
+        encoded: list[list[int]] = [[] for _ in texts]
+        if templated:
+            rendered = [self._render_chat(conversations[i] or [{"role": "user", "content": texts[i]}])
+                        for i in templated]
+            for i, ids in zip(templated, self.tokenizer(rendered, add_special_tokens=False)["input_ids"]):
+                encoded[i] = ids
+        if raw:  # one batched call each: tokenizing thousands of prompts one by one is slow
+            for i, ids in zip(raw, self.tokenizer([texts[i] for i in raw])["input_ids"]):
+                encoded[i] = ids
         limit = self.cfg.max_prompt_tokens
         out: list[list[int]] = []
         for text, ids in zip(texts, encoded):
@@ -154,22 +167,23 @@ class Policy:
             out.append(ids)
         return out
 
-    def _render_chat(self, text: str) -> str:
-        """One user turn in the chat template, with `cfg.system_prompt` or no system turn at all.
+    def _render_chat(self, messages: list[dict[str, str]]) -> str:
+        """Messages in the chat template, with their own system turn, `cfg.system_prompt`, or none.
 
         Some templates (SmolLM2, Qwen2.5) inject a default system prompt when the first message is
         not a system one (≈ 20 tokens for SmolLM2). For an empty system prompt we render with a
         sentinel system turn and cut that turn off, keeping a leading BOS if the template has one.
         """
         tok = self.tokenizer
-        user = {"role": "user", "content": text}
+        if messages[0]["role"] == "system":
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if self.cfg.system_prompt:
-            msgs = [{"role": "system", "content": self.cfg.system_prompt}, user]
+            msgs = [{"role": "system", "content": self.cfg.system_prompt}, *messages]
             return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         system = {"role": "system", "content": _SYSTEM_SENTINEL}
         try:
             head = tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
-            full = tok.apply_chat_template([system, user], tokenize=False, add_generation_prompt=True)
+            full = tok.apply_chat_template([system, *messages], tokenize=False, add_generation_prompt=True)
         except Exception as e:  # jinja raises for templates without a system role (e.g. Gemma)
             logger.debug("chat template without system role (%s); rendering the user turn alone", e)
             head, full = "", ""
@@ -182,7 +196,7 @@ class Policy:
             if bos and marker and head.startswith(bos + marker) and not body.startswith(bos):
                 return bos + body
             return body
-        return tok.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode_completions(self, completions: Sequence[str], eos: Sequence[bool] | None = None) -> list[list[int]]:
         """Completion ids: `tokenizer(text, add_special_tokens=False)`, plus the EOS id where eos[i]."""

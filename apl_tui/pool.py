@@ -116,6 +116,17 @@ def fill_reference(store: Store, policy: Any, cfg: AplConfig, *, sink: ProgressS
     return done
 
 
+def _cache_missing_reference(store: Store, policy: Any, cands: list[dict], *, batch_size: int) -> None:
+    """Imported pairs arrive without reference log-probs: compute them once, cache them, fill `cands`."""
+    missing = [c for c in cands if c["ref_logp_a"] is None]
+    if not missing:
+        return
+    refs = pair_logps(policy, missing, adapter=False, batch_size=batch_size)
+    store.set_reference_logps([(c["id"], ra, rb) for c, (ra, rb) in zip(missing, refs)])
+    for c, (ra, rb) in zip(missing, refs):
+        c["ref_logp_a"], c["ref_logp_b"] = ra, rb
+
+
 def rescore(store: Store, policy: Any, cfg: AplConfig, *, seed: int, sink: ProgressSink,
             cancel: threading.Event | None, limit: int | None = None) -> int:
     """Score unlabeled candidates not yet scored by the current adapter, chunk by chunk."""
@@ -126,6 +137,7 @@ def rescore(store: Store, policy: Any, cfg: AplConfig, *, seed: int, sink: Progr
     for chunk_ids in _chunks(ids, a.chunk_size):
         check_cancel(cancel)
         cands = store.candidates(chunk_ids)
+        _cache_missing_reference(store, policy, cands, batch_size=cfg.generation.batch_size)
         policy_logps = None
         entropies = None
         warm = version > 0

@@ -33,6 +33,7 @@ from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.queue import _SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
+from apl_tui.store_imports import ImportMixin
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def is_lock_error(e: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store(QueueMixin):
+class Store(QueueMixin, ImportMixin):
     """A store folder and its open database.
 
     >>> import tempfile

@@ -57,12 +57,26 @@ def import_(
     store: StoreOpt = DEFAULT_STORE,
     split: Annotated[str, typer.Option(help="train (acquisition pool) or test (held out for evaluation)")] = "train",
     field: Annotated[str, typer.Option(help="field or column that holds the prompt")] = "prompt",
+    completions: Annotated[bool, typer.Option(
+        "--completions", help="rows carry candidates: completions [...], chosen/rejected or response_a/response_b")] = False,
+    ignore_verdicts: Annotated[bool, typer.Option(
+        "--ignore-verdicts", help="with --completions: import chosen/rejected and winners as unlabeled pairs")] = False,
+    max_completion_tokens: Annotated[int | None, typer.Option(
+        help="with --completions: cut longer completions (default: the model's context minus the prompt's room)")] = None,
 ) -> None:
-    """Import prompts, all or nothing; duplicates are skipped and counted."""
+    """Import prompts (or, with --completions, candidate pairs), all or nothing; duplicates are skipped."""
     from apl_tui.importer import read_prompts
 
     if split not in ("train", "test"):
         raise AplError(f"unknown split {split!r}", hint="use --split train or --split test")
+    if completions:
+        from apl_tui.cli.bring import import_completions_command
+
+        if split != "train":
+            raise AplError("imported completions go to the train split (they are labeled)",
+                           hint="import test prompts without --completions")
+        import_completions_command(file, store, keep_verdicts=not ignore_verdicts, limit=max_completion_tokens)
+        return
     prompts = read_prompts(file, field=field)
     with _open(store) as s:
         added, skipped = s.add_prompts(prompts, split=split, source=file.name)
