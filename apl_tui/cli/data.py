@@ -89,29 +89,45 @@ def import_(
 @app.command()
 @friendly
 def export(
+    dest: Annotated[Path | None, typer.Argument(help="output file, or the dataset folder for --format hf")] = None,
     store: StoreOpt = DEFAULT_STORE,
-    format: Annotated[str, typer.Option("--format", "-f", help="jsonl or parquet")] = "jsonl",
+    format: Annotated[str, typer.Option("--format", "-f", help="jsonl, parquet or hf (a dataset folder)")] = "jsonl",
     ties: Annotated[str, typer.Option(help="drop ties, or export both orders")] = "drop",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout for jsonl)")] = None,
+    test_share: Annotated[float, typer.Option(help="hf: share of prompts in the test split")] = 0.1,
 ) -> None:
-    """Export labels as TRL preference records: prompt, chosen, rejected + provenance."""
+    """Export labels as TRL preference records: prompt, chosen, rejected + provenance.
+
+    Chat prompts are exported in TRL's conversational format (message lists), plain ones as text.
+    """
+    from apl_tui.hf_export import check_one_format, trl_records, write_hf_dataset
     from apl_tui.queries import export_rows
 
-    if format not in ("jsonl", "parquet"):
-        raise AplError(f"unknown format {format!r}", hint="use jsonl or parquet")
+    if format not in ("jsonl", "parquet", "hf"):
+        raise AplError(f"unknown format {format!r}", hint="use jsonl, parquet or hf")
     if ties not in ("drop", "both"):
         raise AplError(f"unknown ties mode {ties!r}", hint="use drop or both")
-    if format == "parquet" and output is None:
-        raise AplError("parquet needs an output file", hint="add -o prefs.parquet")
-    if output is not None:
+    if dest is not None and output is not None:
+        raise AplError("give the output once", hint="either DEST or -o, not both")
+    output = output or dest
+    if format in ("parquet", "hf") and output is None:
+        raise AplError(f"{format} needs an output {'folder' if format == 'hf' else 'file'}",
+                       hint="add -o prefs.parquet" if format == "parquet" else "apl export --format hf DIR")
+    if output is not None and format != "hf":
         _check_output(output)
     reader = _reader(store)
     try:
         cols, rows = export_rows(reader.con, ties=ties)
     finally:
         reader.close()
-    records = [{k: _jsonable(v) for k, v in zip(cols, r)} for r in rows]
+    records = trl_records(cols, rows)
+    if format == "hf":
+        counts = write_hf_dataset(records, output, test_share=test_share, ties=ties)  # type: ignore[arg-type]
+        err.print(f"exported {len(records):,} preference records to {output} "
+                  f"({counts['train']:,} train, {counts['test']:,} test, {check_one_format(records)} format)")
+        return
     if format == "parquet":
+        check_one_format(records)
         _write_file(output, lambda tmp: _write_parquet(records, cols, tmp))  # type: ignore[arg-type]
     else:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -103,7 +103,10 @@ def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
     if json_out:
         out.print_json(json.dumps(dataclasses.asdict(shown)))
         return
-    out.print(styled("prompt", "bold", f"  {shown.prompt}"), highlight=False)
+    from apl_tui.chat import decode_messages
+
+    for m in decode_messages(shown.prompt) or [{"role": "prompt", "content": shown.prompt}]:
+        out.print(styled(f"{m['role']:<7}", "bold", f" {m['content']}"), highlight=False)
     out.print(styled("A", "bold", f"       {shown.completion_a}"), highlight=False)
     out.print(styled("B", "bold", f"       {shown.completion_b}"), highlight=False)
     why = f"{shown.acquisition or 'unscored'}"

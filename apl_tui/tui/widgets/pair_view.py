@@ -8,8 +8,25 @@ from textual.containers import Container, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from apl_tui.chat import decode_messages
 from apl_tui.records import ShownPair
 from apl_tui.tui.widgets.diff import word_diff
+
+
+def conversation_text(messages: list[dict[str, str]]) -> Text:
+    """A chat prompt as a transcript: earlier turns dim, the last user turn (the one answered) bold.
+
+    >>> conversation_text([{"role": "user", "content": "Hi"}]).plain
+    'user  Hi'
+    """
+    out = Text()
+    for i, m in enumerate(messages):
+        last = i == len(messages) - 1
+        if i:
+            out.append("\n")
+        out.append(f"{m['role']}  ", style="bold cyan" if last else "dim")
+        out.append(m["content"], style="bold" if last else "dim")
+    return out
 
 
 class _Pane(VerticalScroll, can_focus=False):
@@ -52,7 +69,11 @@ class PairView(Vertical):
         self.shown = shown
         self.set_class(shown is None, "-waiting")
         self.query_one("#waiting", Static).update(waiting)
-        self.query_one("#prompt-text", Static).update(Text(shown.prompt) if shown else "")
+        messages = decode_messages(shown.prompt) if shown else None
+        prompt = conversation_text(messages) if messages else Text(shown.prompt if shown else "")
+        self.query_one("#prompt-text", Static).update(prompt)
+        self.query_one("#prompt-box").border_title = (
+            f"conversation ({len(messages)} turn{'s' if len(messages) > 1 else ''})" if messages else "prompt")
         self._render_completions()
         for pane in self.query(_Pane):
             pane.scroll_home(animate=False)
