@@ -249,10 +249,8 @@ def import_completions(store: Any, path: Path, *, tokenizer: Any, max_tokens: in
     path = Path(path)
     rows = read_completions(path) if rows is None else rows
     pairs, truncated = prepare_pairs(path, rows, tokenizer, max_tokens=max_tokens, keep_verdicts=keep_verdicts)
-    if truncated:
-        logger.warning("%s: %d completion%s longer than %d tokens cut to that length (the model's context "
-                       "minus model.max_prompt_tokens)", path, truncated, "s" if truncated != 1 else "",
-                       max_tokens)
+    if truncated:  # the CLI tells the user; library callers see it in the report
+        logger.info("%s: %d completions longer than %d tokens cut", path, truncated, max_tokens)
     counts = store.add_imported_pairs(pairs, source=path.name, label_source=label_source)
     return ImportReport(rows=len(rows), prompts_added=counts["prompts"], candidates_added=counts["candidates"],
                         labels_added=counts["labels"], duplicates=len(pairs) - counts["candidates"],

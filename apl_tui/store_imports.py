@@ -50,7 +50,7 @@ class ImportMixin:
     def _write_imported(self, cur: Any, source: str, label_source: str) -> dict[str, int]:
         clash = cur.execute(
             f"SELECT any_value(i.prompt) FROM {_INCOMING} i JOIN prompts p ON p.text = i.prompt "
-            "WHERE p.split <> 'train'").fetchone()[0]
+            "WHERE p.split <> 'train'").fetchall()[0][0]
         if clash is not None:
             from apl_tui.errors import ImportDataError
 
@@ -59,7 +59,7 @@ class ImportMixin:
         prompts = cur.execute(
             "INSERT INTO prompts (text, split, source) SELECT prompt, 'train', ? FROM "
             f"(SELECT prompt, min(pos) AS pos FROM {_INCOMING} GROUP BY prompt) i "
-            "WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.text = i.prompt) ORDER BY pos", [source]).fetchone()[0]
+            "WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.text = i.prompt) ORDER BY pos", [source]).fetchall()[0][0]
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE apl_new_pairs AS "
             f"SELECT i.*, p.id AS prompt_id FROM {_INCOMING} i JOIN prompts p ON p.text = i.prompt "
@@ -76,7 +76,7 @@ class ImportMixin:
             labels = cur.execute(
                 "INSERT INTO labels (candidate_id, outcome, source) SELECT c.id, n.outcome, ? FROM apl_new_pairs n "
                 "JOIN candidates c ON c.prompt_id = n.prompt_id AND c.completion_a = n.a AND c.completion_b = n.b "
-                "WHERE n.outcome IS NOT NULL ORDER BY n.pos", [label_source]).fetchone()[0]
+                "WHERE n.outcome IS NOT NULL ORDER BY n.pos", [label_source]).fetchall()[0][0]
             unlabeled = [int(r[0]) for r in cur.execute(
                 "SELECT c.id FROM apl_new_pairs n JOIN candidates c ON c.prompt_id = n.prompt_id "
                 "AND c.completion_a = n.a AND c.completion_b = n.b WHERE n.outcome IS NULL").fetchall()]

@@ -27,6 +27,12 @@ def import_completions_command(file: Path, store: Path, *, keep_verdicts: bool, 
         report = import_completions(s, file, tokenizer=tokenizer, max_tokens=budget, keep_verdicts=keep_verdicts,
                                     rows=rows)
         pool = s.pool_size()
+    if report.truncated:
+        why = "--max-completion-tokens" if limit is not None and budget == limit else \
+            f"the model's context of {context} tokens minus model.max_prompt_tokens"
+        n = report.truncated
+        err.print(f"[yellow]warning:[/] {n:,} completion{'s' if n != 1 else ''} longer than {budget:,} tokens "
+                  f"cut to that length ({why})", highlight=False)
     dup = f", {report.duplicates:,} already in the store" if report.duplicates else ""
     err.print(f"imported {report.candidates_added:,} pairs from {report.rows:,} rows of {file} "
               f"({report.prompts_added:,} new prompts, {report.labels_added:,} imported labels{dup}); "
