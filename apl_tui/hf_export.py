@@ -8,7 +8,7 @@ The folder `write_hf_dataset` makes is what the Hub and `datasets` expect::
 
     DIR/README.md                               dataset card (YAML header + counts and provenance)
     DIR/data/train-00000-of-00001.parquet
-    DIR/data/test-00000-of-00001.parquet
+    DIR/data/test-00000-of-00001.parquet        (absent when the test split is empty)
 
 so ``datasets.load_dataset("parquet", data_dir=DIR)`` (or ``load_dataset(DIR)``) gives a
 DatasetDict with "train" and "test".
@@ -55,14 +55,22 @@ def check_one_format(records: Sequence[dict[str, Any]]) -> str:
     return "conversational" if kinds == {True} else "standard"
 
 
-def split_of(prompt: Any, test_share: float) -> str:
-    """'test' for a stable `test_share` of prompts (by a hash of the prompt), else 'train'.
+def _draw(prompt: Any) -> float:
+    key = repr(prompt).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+
+
+def assign_splits(prompts: Sequence[Any], test_share: float) -> list[str]:
+    """'train' or 'test' per row: a stable `test_share` of the distinct prompts (by a hash) is test.
 
     All pairs of one prompt land in the same split, so test prompts are never seen in training.
+    With a positive share and two or more prompts, at least one prompt is test.
     """
-    key = repr(prompt).encode("utf-8")
-    draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
-    return "test" if draw < test_share else "train"
+    draws = {repr(p): _draw(p) for p in prompts}
+    test = {k for k, d in draws.items() if d < test_share}
+    if test_share > 0 and not test and len(draws) >= 2:
+        test = {min(draws, key=draws.__getitem__)}
+    return ["test" if repr(p) in test else "train" for p in prompts]
 
 
 def _table(records: Sequence[dict[str, Any]]) -> Any:
@@ -89,7 +97,7 @@ def write_hf_dataset(records: Sequence[dict[str, Any]], dest: Path, *, test_shar
         raise AplError(f"{dest} exists and is not an empty folder", hint="give a new folder")
     fmt = check_one_format(records)
     table = _table(records)
-    splits = [split_of(r["prompt"], test_share) for r in records]
+    splits = assign_splits([r["prompt"] for r in records], test_share)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     counts: dict[str, int] = {}
@@ -99,9 +107,10 @@ def write_hf_dataset(records: Sequence[dict[str, Any]], dest: Path, *, test_shar
 
         marks = pa.array(splits)
         for split, name in SPLIT_FILES.items():
-            part = table.filter(pc.equal(marks, split))  # an empty split keeps the schema
-            pq.write_table(part, tmp / name)
+            part = table.filter(pc.equal(marks, split))
             counts[split] = part.num_rows
+            if part.num_rows:  # `datasets` cannot read a zero-row Parquet file: leave the split out
+                pq.write_table(part, tmp / name)
         (tmp / "README.md").write_text(dataset_card(records, counts, fmt=fmt, ties=ties,
                                                     test_share=test_share), encoding="utf-8")
         if dest.exists():
@@ -135,16 +144,13 @@ def dataset_card(records: Sequence[dict[str, Any]], counts: dict[str, int], *, f
     outcomes = _table_md("outcome", Counter(r.get("outcome") for r in records))
     shape = "as message lists" if fmt == "conversational" else "as text"
     train_rows, test_rows = counts.get("train", 0), counts.get("test", 0)
-    train_file, test_file = SPLIT_FILES["train"], SPLIT_FILES["test"]
+    files = "".join(f"  - split: {split}\n    path: {name}\n" for split, name in SPLIT_FILES.items()
+                    if counts.get(split))
     return f"""---
 configs:
 - config_name: default
   data_files:
-  - split: train
-    path: {train_file}
-  - split: test
-    path: {test_file}
-tags:
+{files}tags:
 - dpo
 - preference
 - apl-tui
@@ -168,7 +174,8 @@ ds = load_dataset("parquet", data_dir="THIS_FOLDER")   # or load_dataset("THIS_F
 | test | {test_rows:,} |
 
 {len(records):,} rows over {len(prompts):,} prompts. The test split is a fixed {test_share:.0%} of the
-prompts (by a hash of the prompt text), so a prompt's pairs never straddle the two splits.
+prompts (by a hash of the prompt text; at least one), so a prompt's pairs never straddle the two
+splits. An empty split has no file (`datasets` cannot read a zero-row Parquet file).
 
 ## Labels
 
