@@ -256,8 +256,11 @@ class Policy:
 
         self.drop_adapter()
         targets = list(lora.target_modules) or default_target_modules(self.base)
+        # GPT-2's projections are Conv1D (weights stored transposed); peft wants to be told.
+        conv1d = any(type(m).__name__ == "Conv1D" and name.rsplit(".", 1)[-1] in targets
+                     for name, m in self.base.named_modules())
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                            target_modules=targets, bias="none", task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
         with self._rng(seed), _quiet_peft():
             self.model = get_peft_model(self.base, config)
         self.model.eval()
