@@ -109,6 +109,51 @@ def imdb_prompts(rows: list[dict[str, str]], n: int, seed: int) -> list[dict[str
     return out
 
 
+COMPLETION_WORDS = 12
+COMPLETION_ROWS = 32
+
+
+def imdb_completions(rows: list[dict[str, str]], n: int, seed: int, exclude: set[str]) -> list[dict[str, object]]:
+    """`n` rows for `apl import --completions`: review openings with candidate continuations.
+
+    Each prompt is the first 8–16 words of a review not used for the prompt sets (`exclude`). Its
+    candidates are real review text: the review's own next 12 words, and 12 words from the middle
+    of one positive and one negative review. The first half of the rows lists the three as
+    "completions" (three unlabeled pairs each); the second half gives the positive fragment as
+    "chosen" and the negative one as "rejected" (IMDB's own labels as the verdict, imported as
+    labels with source 'imported').
+    """
+    rng = random.Random(seed + 1)
+    by_label: dict[str, list[list[str]]] = {"0": [], "1": []}
+    for row in rows:
+        words = normalise(row["text"]).split()
+        if len(words) >= MAX_WORDS + 3 * COMPLETION_WORDS:
+            by_label[row["label"]].append(words)
+    for group in by_label.values():
+        rng.shuffle(group)
+
+    def fragment(words: list[str]) -> str:
+        start = rng.randint(MAX_WORDS, len(words) - COMPLETION_WORDS)
+        return " " + " ".join(words[start:start + COMPLETION_WORDS])
+
+    out: list[dict[str, object]] = []
+    pos, neg = iter(by_label["1"]), iter(by_label["0"])
+    while len(out) < n:
+        words = next(pos) if len(out) % 2 == 0 else next(neg)
+        k = rng.randint(MIN_WORDS, MAX_WORDS)
+        prompt = " ".join(words[:k])
+        if prompt.casefold() in exclude:
+            continue
+        exclude.add(prompt.casefold())
+        own = " " + " ".join(words[k:k + COMPLETION_WORDS])
+        good, bad = fragment(next(pos)), fragment(next(neg))
+        if len(out) < n // 2:
+            out.append({"prompt": prompt, "completions": [own, good, bad], "source": "imdb"})
+        else:
+            out.append({"prompt": prompt, "chosen": good, "rejected": bad, "source": "imdb labels"})
+    return out
+
+
 def _chat_yaml_files(source: Path) -> Iterator[tuple[str, str]]:
     """(category file name, YAML text) for every English file, from a wheel or an unpacked folder."""
     if source.is_file():
@@ -150,7 +195,7 @@ def chat_prompts(source: Path, seed: int) -> list[dict[str, str]]:
     return out
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, str]]) -> int:
+def write_jsonl(path: Path, records: Iterable[dict[str, object]]) -> int:
     """Write one JSON object per line (UTF-8, `\\n` endings); returns the number of lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
@@ -177,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     test, train = prompts[: args.test], prompts[args.test:]
     print(f"imdb/train.jsonl: {write_jsonl(args.out / 'imdb' / 'train.jsonl', train)} prompts", file=sys.stderr)
     print(f"imdb/test.jsonl: {write_jsonl(args.out / 'imdb' / 'test.jsonl', test)} prompts", file=sys.stderr)
+    used = {p["prompt"].casefold() for p in prompts}
+    completions = imdb_completions(imdb_rows(csv_path), COMPLETION_ROWS, args.seed, used)
+    print(f"imdb/completions.jsonl: {write_jsonl(args.out / 'imdb' / 'completions.jsonl', completions)} rows",
+          file=sys.stderr)
     if args.chatterbot is not None:
         chat = chat_prompts(args.chatterbot, args.seed)
         print(f"chat/prompts.jsonl: {write_jsonl(args.out / 'chat' / 'prompts.jsonl', chat)} prompts",

@@ -214,3 +214,16 @@ async def test_tui_shows_a_chat_prompt_as_a_conversation(tmp_path: Path) -> None
         assert last and all("bold" in str(s.style) for s in last)  # the last user turn stands out
         assert app.screen.query_one("#prompt-box").border_title == "conversation (4 turns)"
     store.close()
+
+
+def test_shipped_example_files_parse() -> None:
+    from apl_tui.importer import read_prompts
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    rows = read_completions(examples / "imdb" / "completions.jsonl")
+    assert len(rows) == 32 and sum(r.verdict == "a" for r in rows) == 16
+    assert all(len(r.completions) == 3 for r in rows if r.verdict is None)
+    used = {p.casefold() for name in ("train", "test") for p in read_prompts(examples / "imdb" / f"{name}.jsonl")}
+    assert not {r.prompt.casefold() for r in rows} & used  # never a test prompt (the import would refuse it)
+    chats = [decode_messages(p) for p in read_prompts(examples / "chat" / "conversations.jsonl")]
+    assert len(chats) == 8 and all(c and c[-1]["role"] == "user" for c in chats)

@@ -191,3 +191,32 @@ def test_hf_export_empty_test_split_and_errors(tmp_path: Path, monkeypatch: pyte
     lines = [json.loads(x) for x in jsonl.stdout.splitlines()]
     assert lines[-1]["prompt"] == [{"role": "user", "content": "Hi"}]
     assert lines[-1]["chosen"] == [{"role": "assistant", "content": "Hello"}]
+
+
+def test_imported_pairs_are_scored_once_and_never_regenerated(tmp_path: Path, trained_store: Any) -> None:
+    from apl_tui.acquisition import implicit_rewards
+
+    root, policy = trained_store
+    f = tmp_path / "more.jsonl"
+    f.write_text(json.dumps({"prompt": "The ending", "completions": [" was perfect.", " dragged on.", " hm."]})
+                 + "\n", encoding="utf-8")
+    assert runner.invoke(app, ["import", str(f), "--completions", "--store", str(root)]).exit_code == 0
+    cfg = small_config()
+    with Store(root) as store:
+        engine = Engine(store, cfg, policy=policy)
+        assert engine.score() == 3
+        rows = store.query("SELECT c.completion_a, c.completion_b, c.ref_logp_a, c.ref_logp_b, s.reward_a, "
+                           "s.reward_b, s.fallback, s.adapter_version FROM candidates c JOIN scores s "
+                           "ON s.candidate_id = c.id WHERE c.origin = 'imported' AND c.prompt_id = "
+                           "(SELECT id FROM prompts WHERE text = 'The ending') ORDER BY c.id")[1]
+        assert len(rows) == 3
+        for a, b, ref_a, ref_b, reward_a, reward_b, fallback, version in rows:
+            assert fallback is None and version == 1  # a real certainty score under adapter v1
+            assert [ref_a, ref_b] == pytest.approx(policy.reference_logps(["The ending"] * 2, [a, b],
+                                                                          [True, True]).tolist(), abs=1e-5)
+            pa_, pb_ = policy.sequence_logps(["The ending"] * 2, [a, b], [True, True]).tolist()
+            assert (reward_a, reward_b) == pytest.approx(implicit_rewards(pa_, pb_, ref_a, ref_b,
+                                                                          cfg.train.beta)[:2], abs=1e-5)
+        before = store.query("SELECT id, completion_a, completion_b FROM candidates ORDER BY id")[1]
+        assert engine.refill(target=50) == 0  # every train prompt already has candidates
+        assert store.query("SELECT id, completion_a, completion_b FROM candidates ORDER BY id")[1] == before
