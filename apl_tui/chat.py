@@ -5,8 +5,9 @@ list (``[{"role": "user", "content": "..."}]``). Keeping it one string keeps the
 uniqueness, the queue and every SQL query unchanged; `decode_messages` recognises it by its exact
 canonical prefix, which a plain prompt read from a file never starts with in practice.
 
-The policy renders such a prompt with the model's chat template (`Policy.encode_prompts`); the
-labeling screen shows it as a conversation; exports write TRL's conversational preference format.
+The policy renders such a prompt with the model's chat template (`render_chat`, called by
+`Policy.encode_prompts`); the labeling screen shows it as a conversation; exports write TRL's
+conversational preference format.
 This module is plain Python: no torch, no textual.
 
 >>> text = encode_messages([{"role": "user", "content": "Hi"}])
@@ -21,11 +22,16 @@ True
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 ROLES = ("system", "user", "assistant")
 _PREFIX = '[{"role": "'
+# A stand-in system message used to cut a template's system turn off (see `render_chat`).
+_SYSTEM_SENTINEL = "APL-SYSTEM-SENTINEL"
 
 
 class MessagesError(ValueError):
@@ -87,6 +93,16 @@ def last_user_turn(text: str) -> str:
     return messages[-1]["content"] if messages else text
 
 
+def transcript(text: str) -> str:
+    """A prompt as readable text: a chat prompt as "role: content" lines, a plain prompt unchanged.
+
+    >>> transcript(encode_messages([{"role": "user", "content": "Hi"}]))
+    'user: Hi'
+    """
+    messages = decode_messages(text)
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages) if messages else text
+
+
 def preference_record(prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
     """prompt/chosen/rejected in TRL's format: conversational for a chat prompt, standard otherwise.
 
@@ -100,3 +116,34 @@ def preference_record(prompt: str, chosen: str, rejected: str) -> dict[str, Any]
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     return {"prompt": messages, "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+def render_chat(tok: Any, messages: list[dict[str, str]], *, system_prompt: str = "") -> str:
+    """Messages in `tok`'s chat template, with their own system turn, `system_prompt`, or none.
+
+    Some templates (SmolLM2, Qwen2.5) inject a default system prompt when the first message is
+    not a system one (≈ 20 tokens for SmolLM2). For an empty system prompt we render with a
+    sentinel system turn and cut that turn off, keeping a leading BOS if the template has one.
+    """
+    if messages[0]["role"] == "system":
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if system_prompt:
+        msgs = [{"role": "system", "content": system_prompt}, *messages]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    system = {"role": "system", "content": _SYSTEM_SENTINEL}
+    try:
+        head = tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
+        full = tok.apply_chat_template([system, *messages], tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # jinja raises for templates without a system role (e.g. Gemma)
+        logger.debug("chat template without system role (%s); rendering the messages alone", e)
+        head, full = "", ""
+    if head and _SYSTEM_SENTINEL in head and full.startswith(head):
+        body = full[len(head):]
+        # Keep a BOS that precedes the system turn's markup (Llama-3: "<bos><|start_header_id|>"),
+        # not one that IS the turn marker (ChatML templates whose bos is "<|im_start|>").
+        bos = tok.bos_token
+        marker = body[:body.find("user")] if "user" in body else ""
+        if bos and marker and head.startswith(bos + marker) and not body.startswith(bos):
+            return bos + body
+        return body
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

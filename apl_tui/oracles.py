@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from apl_tui.chat import transcript
 from apl_tui.errors import OracleError
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ class OpenAIOracle:
         system = ("You compare two continuations of the same text. " + self.instruction +
                   " Write one or two sentences comparing them, then a final line that is exactly "
                   "'Answer: A' or 'Answer: B'. You must choose one; ties are not allowed.")
-        user = f"Text:\n{prompt}\n\nContinuation A:\n{first}\n\nContinuation B:\n{second}"
+        # A chat prompt is stored as JSON; the judge reads it as a transcript.
+        user = f"Text:\n{transcript(prompt)}\n\nContinuation A:\n{first}\n\nContinuation B:\n{second}"
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def judge(self, prompt: str, a: str, b: str) -> Verdict:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apl_tui.atomic import atomic_folder
-from apl_tui.chat import decode_messages
+from apl_tui.chat import decode_messages, render_chat
 from apl_tui.config import GenerationConfig, LoraSettings, ModelConfig
 from apl_tui.errors import ModelError, StoreError
 from apl_tui.events import ModelLoaded, ProgressSink, ignore
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A stand-in system message used to cut a template's system turn off (see `_render_chat`).
-_SYSTEM_SENTINEL = "APL-SYSTEM-SENTINEL"
 # Seed offset between resampling attempts of identical twins in `generate_pairs`.
 _RESAMPLE_SEED_STEP = 1_000_003
 
@@ -143,8 +141,8 @@ class Policy:
         raw = [i for i, c in enumerate(conversations) if not (c is not None or wrap)]
         encoded: list[list[int]] = [[] for _ in texts]
         if templated:
-            rendered = [self._render_chat(conversations[i] or [{"role": "user", "content": texts[i]}])
-                        for i in templated]
+            rendered = [render_chat(self.tokenizer, conversations[i] or [{"role": "user", "content": texts[i]}],
+                                    system_prompt=self.cfg.system_prompt) for i in templated]
             for i, ids in zip(templated, self.tokenizer(rendered, add_special_tokens=False)["input_ids"]):
                 encoded[i] = ids
         if raw:  # one batched call each: tokenizing thousands of prompts one by one is slow
@@ -166,37 +164,6 @@ class Policy:
                 ids = ids[-limit:]
             out.append(ids)
         return out
-
-    def _render_chat(self, messages: list[dict[str, str]]) -> str:
-        """Messages in the chat template, with their own system turn, `cfg.system_prompt`, or none.
-
-        Some templates (SmolLM2, Qwen2.5) inject a default system prompt when the first message is
-        not a system one (≈ 20 tokens for SmolLM2). For an empty system prompt we render with a
-        sentinel system turn and cut that turn off, keeping a leading BOS if the template has one.
-        """
-        tok = self.tokenizer
-        if messages[0]["role"] == "system":
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if self.cfg.system_prompt:
-            msgs = [{"role": "system", "content": self.cfg.system_prompt}, *messages]
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        system = {"role": "system", "content": _SYSTEM_SENTINEL}
-        try:
-            head = tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
-            full = tok.apply_chat_template([system, *messages], tokenize=False, add_generation_prompt=True)
-        except Exception as e:  # jinja raises for templates without a system role (e.g. Gemma)
-            logger.debug("chat template without system role (%s); rendering the user turn alone", e)
-            head, full = "", ""
-        if head and _SYSTEM_SENTINEL in head and full.startswith(head):
-            body = full[len(head):]
-            # Keep a BOS that precedes the system turn's markup (Llama-3: "<bos><|start_header_id|>"),
-            # not one that IS the turn marker (ChatML templates whose bos is "<|im_start|>").
-            bos = tok.bos_token
-            marker = body[:body.find("user")] if "user" in body else ""
-            if bos and marker and head.startswith(bos + marker) and not body.startswith(bos):
-                return bos + body
-            return body
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode_completions(self, completions: Sequence[str], eos: Sequence[bool] | None = None) -> list[list[int]]:
         """Completion ids: `tokenizer(text, add_special_tokens=False)`, plus the EOS id where eos[i]."""
