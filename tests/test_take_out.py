@@ -223,3 +223,29 @@ def test_imported_pairs_are_scored_once_and_never_regenerated(tmp_path: Path, tr
         before = store.query("SELECT id, completion_a, completion_b FROM candidates ORDER BY id")[1]
         assert engine.refill(target=50) == 0  # every train prompt already has candidates
         assert store.query("SELECT id, completion_a, completion_b FROM candidates ORDER BY id")[1] == before
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")  # TRL/transformers deprecations
+def test_trl_dpo_trainer_takes_the_exports_unchanged(tmp_path: Path, trained_store: Any,
+                                                    monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> None:
+    """One DPOTrainer step (TRL, the bench extra) on the merged model and both dataset formats."""
+    import math
+
+    datasets = pytest.importorskip("datasets")
+    trl = pytest.importorskip("trl")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, _ = trained_store
+    assert runner.invoke(app, ["adapter", "export", "1", str(tmp_path / "m"), "--merge", "--store",
+                               str(root)]).exit_code == 0
+    chat_root = imported_store(tmp_path, monkeypatch, model_cache, chat=True)
+    for store, name in ((root, "plain-ds"), (chat_root, "chat-ds")):
+        r = runner.invoke(app, ["export", "--format", "hf", str(tmp_path / name), "--store", str(store)])
+        assert r.exit_code == 0, r.output
+        ds = datasets.load_dataset("parquet", data_dir=str(tmp_path / name))
+        args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=2, max_steps=1,
+                             report_to=[], save_strategy="no", use_cpu=True, max_length=64, seed=0)
+        trainer = trl.DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tmp_path / "m"), args=args,
+                                 train_dataset=ds["train"],
+                                 processing_class=AutoTokenizer.from_pretrained(tmp_path / "m"))
+        assert math.isfinite(trainer.train().training_loss)
