@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from apl_tui.atomic import atomic_folder
 from apl_tui.errors import AplError
 from apl_tui.events import ProgressSink, ignore
 
@@ -80,20 +79,12 @@ def export_adapter(store: Any, version: int, dest: Path, *, merge: bool, cache_d
             "label_hash": row["label_hash"], "regime": row["regime"],
             "metrics": json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"],
             "created_at": str(row["created_at"])}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as tmp:  # an empty `dest` is replaced; anything else was refused above
         if merge:
-            _write_merged(store, cfg, src, version, tmp, cache_dir, sink)
+            _write_merged(cfg, src, version, tmp, cache_dir, sink)
         else:
             _write_peft(cfg, src, tmp, cache_dir, info["base_model_name_or_path"])
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("exported adapter v%d to %s (%s)", version, dest, "merged" if merge else "peft")
     return info
 
@@ -114,8 +105,7 @@ def _write_peft(cfg: Any, src: Path, tmp: Path, cache_dir: Path, base_ref: str) 
     tokenizer.save_pretrained(tmp)
 
 
-def _write_merged(store: Any, cfg: Any, src: Path, version: int, tmp: Path, cache_dir: Path,
-                  sink: ProgressSink) -> None:
+def _write_merged(cfg: Any, src: Path, version: int, tmp: Path, cache_dir: Path, sink: ProgressSink) -> None:
     from apl_tui.policy import Policy
 
     # The same seed the engine loads with: the tiny random base is rebuilt from it.

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from apl_tui.atomic import atomic_folder
 from apl_tui.chat import preference_record
 from apl_tui.errors import AplError
 
@@ -73,18 +71,13 @@ def assign_splits(prompts: Sequence[Any], test_share: float) -> list[str]:
     return ["test" if repr(p) in test else "train" for p in prompts]
 
 
-def _table(records: Sequence[dict[str, Any]]) -> Any:
-    import pyarrow as pa
-
-    return pa.Table.from_pylist(list(records))
-
-
 def write_hf_dataset(records: Sequence[dict[str, Any]], dest: Path, *, test_share: float = 0.1,
                      ties: str = "drop") -> dict[str, int]:
     """Write `records` (from `trl_records`) as a dataset folder; returns rows per split.
 
     The folder is written next to `dest` and renamed into place, so a failure leaves nothing.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -96,29 +89,19 @@ def write_hf_dataset(records: Sequence[dict[str, Any]], dest: Path, *, test_shar
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise AplError(f"{dest} exists and is not an empty folder", hint="give a new folder")
     fmt = check_one_format(records)
-    table = _table(records)
+    table = pa.Table.from_pylist(list(records))
     splits = assign_splits([r["prompt"] for r in records], test_share)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    marks = pa.array(splits)
     counts: dict[str, int] = {}
-    try:
+    with atomic_folder(dest) as tmp:  # an empty `dest` is replaced; anything else was refused above
         (tmp / "data").mkdir()
-        import pyarrow as pa
-
-        marks = pa.array(splits)
         for split, name in SPLIT_FILES.items():
             part = table.filter(pc.equal(marks, split))
             counts[split] = part.num_rows
             if part.num_rows:  # `datasets` cannot read a zero-row Parquet file: leave the split out
                 pq.write_table(part, tmp / name)
-        (tmp / "README.md").write_text(dataset_card(records, counts, fmt=fmt, ties=ties,
-                                                    test_share=test_share), encoding="utf-8")
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "README.md").write_text(dataset_card(records, counts, fmt=fmt, ties=ties, test_share=test_share),
+                                       encoding="utf-8")
     return counts
 
 

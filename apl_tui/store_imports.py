@@ -19,7 +19,8 @@ class ImportMixin:
     transaction: Callable[[], Any]
     _enqueue_candidates: Callable[[Any, Sequence[int]], None]
 
-    def add_imported_pairs(self, pairs: Sequence[Any], *, source: str, label_source: str = "imported") -> dict[str, int]:
+    def add_imported_pairs(self, pairs: Sequence[Any], *, source: str,
+                           label_source: str = "imported") -> dict[str, int]:
         """Write `ImportedPair`s to the train split; returns counts of new prompts, candidates, labels.
 
         A pair already in the store (same prompt and texts, in either order, or repeated in the
@@ -59,7 +60,8 @@ class ImportMixin:
         prompts = cur.execute(
             "INSERT INTO prompts (text, split, source) SELECT prompt, 'train', ? FROM "
             f"(SELECT prompt, min(pos) AS pos FROM {_INCOMING} GROUP BY prompt) i "
-            "WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.text = i.prompt) ORDER BY pos", [source]).fetchall()[0][0]
+            "WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.text = i.prompt) ORDER BY pos",
+            [source]).fetchall()[0][0]
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE apl_new_pairs AS "
             f"SELECT i.*, p.id AS prompt_id FROM {_INCOMING} i JOIN prompts p ON p.text = i.prompt "

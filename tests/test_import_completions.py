@@ -199,14 +199,14 @@ def test_policy_renders_chat_prompts_with_the_template(tiny_policy: Any) -> None
 
 
 async def test_tui_shows_a_chat_prompt_as_a_conversation(tmp_path: Path) -> None:
-    from apl_tui.engine import Engine
+    from apl_tui.desk import LabelDesk
     from apl_tui.records import NewCandidate
     from apl_tui.tui.app import LabelApp
 
     store = Store.create(tmp_path / "s")
     store.add_prompts([encode_messages(CHAT)], split="train", source="t")
     store.add_candidates([NewCandidate(1, "Because of the alien.", "It was not.", 0, 0.7, 1.0, 24)])
-    app = LabelApp(Engine(store), store, start_worker=False)
+    app = LabelApp(LabelDesk(store))
     async with app.run_test(size=(120, 40)):
         shown = app.screen.query_one("#prompt-text").content
         assert str(shown) == ("system  You review films.\nuser  Was Alien good?\nassistant  Yes.\nuser  Why?")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from apl_tui.chat import encode_messages
 from apl_tui.cli import app
 from apl_tui.config import AplConfig
-from apl_tui.engine import Engine
+from apl_tui.learner import Learner
 from apl_tui.store import Store
 
 runner = CliRunner()
@@ -77,7 +77,7 @@ def trained_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: 
     model, tok = tiny_model
     policy = Policy(copy.deepcopy(model), tok, cfg=cfg.model, device="cpu", spec="tiny-random")
     with Store(root) as store:
-        info = Engine(store, cfg, policy=policy).train()
+        info = Learner(store, cfg, policy=policy).train()
         assert info is not None and info.version == 1
     return root, policy
 
@@ -206,8 +206,8 @@ def test_imported_pairs_are_scored_once_and_never_regenerated(tmp_path: Path, tr
     assert runner.invoke(app, ["import", str(f), "--completions", "--store", str(root)]).exit_code == 0
     cfg = small_config()
     with Store(root) as store:
-        engine = Engine(store, cfg, policy=policy)
-        assert engine.score() == 3
+        learner = Learner(store, cfg, policy=policy)
+        assert learner.score() == 3
         rows = store.query("SELECT c.completion_a, c.completion_b, c.ref_logp_a, c.ref_logp_b, s.reward_a, "
                            "s.reward_b, s.fallback, s.adapter_version FROM candidates c JOIN scores s "
                            "ON s.candidate_id = c.id WHERE c.origin = 'imported' AND c.prompt_id = "
@@ -221,7 +221,7 @@ def test_imported_pairs_are_scored_once_and_never_regenerated(tmp_path: Path, tr
             assert (reward_a, reward_b) == pytest.approx(implicit_rewards(pa_, pb_, ref_a, ref_b,
                                                                           cfg.train.beta)[:2], abs=1e-5)
         before = store.query("SELECT id, completion_a, completion_b FROM candidates ORDER BY id")[1]
-        assert engine.refill(target=50) == 0  # every train prompt already has candidates
+        assert learner.refill(target=50) == 0  # every train prompt already has candidates
         assert store.query("SELECT id, completion_a, completion_b FROM candidates ORDER BY id")[1] == before
 
 

@@ -58,11 +58,13 @@ def import_(
     split: Annotated[str, typer.Option(help="train (acquisition pool) or test (held out for evaluation)")] = "train",
     field: Annotated[str, typer.Option(help="field or column that holds the prompt")] = "prompt",
     completions: Annotated[bool, typer.Option(
-        "--completions", help="rows carry candidates: completions [...], chosen/rejected or response_a/response_b")] = False,
+        "--completions",
+        help="rows carry candidates: completions [...], chosen/rejected or response_a/response_b")] = False,
     ignore_verdicts: Annotated[bool, typer.Option(
         "--ignore-verdicts", help="with --completions: import chosen/rejected and winners as unlabeled pairs")] = False,
     max_completion_tokens: Annotated[int | None, typer.Option(
-        help="with --completions: cut longer completions (default: the model's context minus the prompt's room)")] = None,
+        help="with --completions: cut longer completions (default: the model's context minus the prompt's room)"
+    )] = None,
 ) -> None:
     """Import prompts (or, with --completions, candidate pairs), all or nothing; duplicates are skipped."""
     from apl_tui.importer import read_prompts
