@@ -30,10 +30,10 @@ INFO_FILE = "apl_adapter.json"
 def _adapter_row(store: Any, version: int) -> dict[str, Any]:
     row = store.adapter(version)
     if row is None:
-        versions = [r[0] for r in store.query("SELECT version FROM adapters ORDER BY version")[1]]
-        known = f"this store has {', '.join(f'v{v}' for v in versions)}" if versions else "this store has none yet"
+        versions = store.adapter_versions()
         raise AplError(f"no adapter v{version} in {store.root}",
-                       hint=f"{known} (apl stats lists them)" if versions else "train a round first: apl train")
+                       hint=f"this store has {', '.join(f'v{v}' for v in versions)} (apl stats lists them)"
+                       if versions else "train a round first: apl train")
     if not (store.root / row["path"] / "adapter_config.json").is_file():
         raise AplError(f"adapter v{version}'s files are missing at {store.root / row['path']}",
                        hint="the adapters folder was moved or deleted")
@@ -75,7 +75,8 @@ def export_adapter(store: Any, version: int, dest: Path, *, merge: bool, cache_d
     src = store.root / row["path"]
     info = {"version": version, "base_model": cfg.model.spec,
             "base_model_name_or_path": base_model_reference(cfg.model.spec, cache_dir),
-            "merged": merge, "parent": row["parent"], "labels_used": row["labels_used"],
+            "merged": merge, "retired": bool(row.get("retired")), "parent": row["parent"],
+            "labels_used": row["labels_used"],
             "label_hash": row["label_hash"], "regime": row["regime"],
             "metrics": json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"],
             "created_at": str(row["created_at"])}

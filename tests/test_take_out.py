@@ -128,6 +128,11 @@ def test_adapter_export_errors_change_nothing(tmp_path: Path, trained_store: Any
     assert r.exit_code == 1 and "not an empty folder" in r.output
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["x"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    # A retired adapter can still be taken out (to inspect it), with a note.
+    assert runner.invoke(app, ["adapter", "retire", "1", "--store", str(root)]).exit_code == 0
+    r = runner.invoke(app, ["adapter", "export", "1", str(tmp_path / "old"), "--store", str(root)])
+    assert r.exit_code == 0 and "v1 is retired" in r.output
+    assert json.loads((tmp_path / "old" / "apl_adapter.json").read_text())["retired"] is True
 
 
 # --- the dataset ---------------------------------------------------------------------------------
