@@ -198,7 +198,7 @@ class AcquisitionConfig:
         "F_e: prompts scored by entropy per kept prompt (paper: 8)", ge=1))
     certainty_factor: int = field(default=2, metadata=_help(
         "F_c: pairs generated per acquired pair (paper: 32)", ge=1))
-    warmup_labels: int = field(default=16, metadata=_help("labels acquired at random before the first adapter", ge=0))
+    warmup_labels: int = field(default=16, metadata=_help("verdicts (not skips) acquired at random before the first adapter", ge=0))
     control_share: float = field(default=0.1, metadata=_help(
         "share of shown pairs drawn at random and flagged", ge=0, le=1))
     pool_size: int = field(default=32, metadata=_help("unlabeled pairs kept ready", ge=1))
@@ -218,7 +218,7 @@ class LoopConfig:
 
     SECTION: ClassVar[str] = "loop"
     round_size: int = field(default=16, metadata=_help(
-        "new labels that trigger a training round (paper: 128)", ge=1))
+        "new verdicts (not skips or undone labels) that trigger a training round (paper: 128)", ge=1))
     seed: int = field(default=0, metadata=_help("seed for the loop's random choices", ge=0))
     reveal: str = field(default="after", metadata=_help(
         "show 'why this pair' after the label or always", choices=("after", "always")))

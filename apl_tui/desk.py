@@ -36,18 +36,19 @@ class DeskStatus:
 
 
 def round_due(config: AplConfig, state: dict[str, Any]) -> tuple[bool, int, int]:
-    """(due, labels since the last round, labels that trigger the next one), from `Store.loop_state`.
+    """(due, labels toward the next round, labels that trigger it), from `Store.loop_state`.
 
-    The first round comes after `warmup_labels` labels, later ones every `round_size`; a round
-    needs at least one a/b label to learn from.
+    Effective verdicts count, made after the latest round started; skips and undone labels
+    never do (the status line shows the same number). The first round comes after
+    `warmup_labels` of them, later ones every `round_size`; a round needs at least one a/b label.
 
     >>> cfg = AplConfig()
-    >>> round_due(cfg, {"label_events": 20, "label_clock": 0, "adapter_version": 0, "preference_labels": 5})
+    >>> round_due(cfg, {"labels_since_round": 20, "adapter_version": 0, "preference_labels": 5})
     (True, 20, 16)
     """
-    since = state["label_events"] - state["label_clock"]
+    since = int(state["labels_since_round"])
     need = config.loop.round_size if state["adapter_version"] else config.acquisition.warmup_labels
-    return since >= need and state["preference_labels"] > 0, since, need
+    return since >= max(need, 1) and state["preference_labels"] > 0, since, need
 
 
 class LabelDesk:

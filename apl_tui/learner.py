@@ -105,15 +105,39 @@ class Learner:
             return pool.rescore(self.store, policy, self.config, seed=self.config.loop.seed, sink=sink,
                                 cancel=cancel, limit=limit)
 
-    def train(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None) -> AdapterInfo | None:
-        """One DPO round on the labels so far; None when there is nothing to learn from."""
+    def pool_low(self) -> bool:
+        """Whether the pool holds fewer unlabeled pairs than `acquisition.low_water` (at least 1)."""
+        return self.store.pool_size() < max(self.config.acquisition.low_water, 1)
+
+    def train(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None, *,
+              keep_pool: bool = False) -> AdapterInfo | None:
+        """One DPO round on the labels so far; None when there is nothing to learn from.
+
+        With `keep_pool` (the labeling app) the pool is topped up between optimizer steps whenever
+        it falls below `low_water`, so a person labeling during a long round never runs dry.
+        Those pairs come from the reference model (the adapter in training is neither finished
+        nor recorded), and are stamped adapter version 0.
+        """
         from apl_tui.rounds import train_round
 
         with self.heavy_lock, self._timed("train"):
             policy = self.load_policy(sink, cancel)
             pool.fill_reference(self.store, policy, self.config, sink=sink, cancel=cancel)
+            between = None
+            if keep_pool:
+                def between() -> None:
+                    if self.pool_low():
+                        self._refill_locked(ReferenceView(policy), sink, cancel)
             return train_round(self.store, policy, self.config, label_clock=self.store.label_events(),
-                               sink=sink, cancel=cancel)
+                               sink=sink, cancel=cancel, between_steps=between)
+
+    def _refill_locked(self, policy: Any, sink: ProgressSink, cancel: threading.Event | None) -> int:
+        t0 = time.perf_counter()
+        try:
+            return pool.refill(self.store, policy, self.config, target=self.pool_target(),
+                               seed=self._seed("refill"), sink=sink, cancel=cancel)
+        finally:
+            self.timings["refill"] += time.perf_counter() - t0
 
     def round_due(self) -> tuple[bool, int, int]:
         """Whether a training round is due now (see `desk.round_due`)."""
@@ -122,24 +146,52 @@ class Learner:
     def step(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None) -> str | None:
         """Do the most urgent unit of background work; None when nothing is due.
 
-        Order: load the model, then train when a round is due (labels are waiting to be learned),
-        then score what the current adapter has not scored (so the queue is fresh), then refill.
+        Order: load the model; refill when the pool is below `low_water` (a person is waiting for
+        pairs, so this comes before a round); train when a round is due, topping the pool up
+        between optimizer steps; score what the current adapter has not scored (so the queue is
+        fresh). A refill that finds no unused prompt adds nothing and the order moves on.
         """
         if self.policy is None:
             with self.heavy_lock:
                 self.load_policy(sink, cancel)
             return "loaded model"
+        if self.pool_low():
+            n = self.refill(sink, cancel)
+            if n:
+                return f"generated {n} pairs"
         if self.round_due()[0]:
-            info = self.train(sink, cancel)
+            info = self.train(sink, cancel, keep_pool=True)
             return f"trained adapter v{info.version}" if info else None
         a = self.config.acquisition
         if self.store.unscored_ids(self.policy.adapter_version, a.name, limit=1):
             n = self.score(sink, cancel, limit=a.chunk_size)
             return f"scored {n} pairs"
-        if self.store.pool_size() < max(a.low_water, 1):
-            n = self.refill(sink, cancel)
-            return f"generated {n} pairs" if n else None
         return None
+
+
+class ReferenceView:
+    """The policy seen with its adapter switched off: what a refill during training generates with.
+
+    Generation and log-probs go through the base model, and the pairs are stamped version 0
+    (the reference), which is what made them.
+    """
+
+    adapter_version = 0
+
+    def __init__(self, policy: Any) -> None:
+        self._policy = policy
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """`Policy.generate` with the adapter off."""
+        return self._policy.generate(*args, **{**kwargs, "adapter": False})
+
+    def generate_pairs(self, *args: Any, **kwargs: Any) -> Any:
+        """`Policy.generate_pairs` with the adapter off."""
+        return self._policy.generate_pairs(*args, **{**kwargs, "adapter": False})
+
+    def sequence_logps(self, *args: Any, **kwargs: Any) -> Any:
+        """`Policy.sequence_logps` with the adapter off."""
+        return self._policy.sequence_logps(*args, **{**kwargs, "adapter": False})
 
 
 class LearnerThread:

@@ -15,6 +15,7 @@ import platform
 import random
 import shutil
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from apl_tui.config import AplConfig
@@ -57,9 +58,17 @@ def _versions() -> dict[str, str]:
 
 
 def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, sink: ProgressSink,
-                cancel: threading.Event | None) -> AdapterInfo | None:
-    """Train the next adapter version on the store's labels; None when there is nothing to learn."""
+                cancel: threading.Event | None,
+                between_steps: Callable[[], None] | None = None) -> AdapterInfo | None:
+    """Train the next adapter version on the store's labels; None when there is nothing to learn.
+
+    `between_steps` runs after every optimizer step (the labeling app tops up the pool there).
+    The manifest records the newest label id at the start (`label_watermark`): labels after it
+    count toward the next round.
+    """
     from apl_tui.dpo import adapter_is_finite, train_dpo
+
+    label_watermark = store.label_watermark()
 
     rows = store.training_pairs()
     if not rows:
@@ -83,7 +92,8 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
     per_epoch = math.ceil(len(pairs) / (t.batch_size * t.grad_accum))
     sink(TrainStepDone(step=0, total=per_epoch * t.epochs))
     try:
-        steps = train_dpo(policy, list(pairs), list(ref_c), list(ref_r), t, sink=sink, cancel=cancel)
+        steps = train_dpo(policy, list(pairs), list(ref_c), list(ref_r), t, sink=sink, cancel=cancel,
+                          on_step=None if between_steps is None else lambda _step, _metrics: between_steps())
     except (Cancelled, KeyboardInterrupt, TrainingDiverged):
         policy.drop_adapter()  # the half-trained one; the recorded one comes back
         sync_adapter(store, policy)
@@ -107,7 +117,8 @@ def train_round(store: Store, policy: Any, cfg: AplConfig, *, label_clock: int, 
         raise
     ids = [int(r["label_id"]) for r in rows]
     manifest = {"label_ids": sorted(ids), "trained_on": sorted(int(r["label_id"]) for r in used),
-                "label_clock": label_clock, "seed": t.seed + version, "model": cfg.model.spec,
+                "label_clock": label_clock, "label_watermark": label_watermark, "seed": t.seed + version,
+                "model": cfg.model.spec,
                 "versions": _versions()}
     info = AdapterInfo(version=version, parent=latest["version"] if latest else None, labels_used=len(used),
                        label_hash=label_hash(ids), path=rel, metrics=final)

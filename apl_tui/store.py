@@ -334,16 +334,21 @@ class Store(QueueMixin, ImportMixin):
     def loop_state(self) -> dict[str, Any]:
         """Everything a status line and the round trigger need, in one statement.
 
-        Keys: labels (effective, skips included), preference_labels (a/b), label_events (all but
-        undos), pool, adapter_version (0 without one), label_clock (label events when it trained),
-        undone_in_adapter (labels the latest adapter trained on that were undone since).
+        Keys: labels (effective, skips included), preference_labels (effective a/b), label_events
+        (all but undos), pool, adapter_version (0 without one), label_clock (label events when it
+        trained), undone_in_adapter (labels the latest adapter trained on that were undone since),
+        labels_since_round (effective labels other than skips made after the latest round started:
+        what counts toward the next round; skips and undone labels never do).
         """
         # `latest` is the current adapter (the newest not retired). The undone count reads only
         # undo events newer than its newest label id, and its label list once: cheap enough for
         # every status refresh.
         row = self.cursor().execute(
             "WITH latest AS (SELECT version, (manifest->>'label_clock')::BIGINT AS clock, "
-            "CAST(manifest->'label_ids' AS BIGINT[]) AS ids FROM adapters WHERE " + _USABLE +
+            "CAST(manifest->'label_ids' AS BIGINT[]) AS ids, "
+            # labels after this id count toward the next round (older adapters: their newest label)
+            "coalesce((manifest->>'label_watermark')::BIGINT, list_max(CAST(manifest->'label_ids' AS BIGINT[]))) "
+            "AS mark FROM adapters WHERE " + _USABLE +
             " ORDER BY version DESC LIMIT 1) "
             "SELECT (SELECT count(*) FROM effective_labels), "
             "(SELECT count(*) FROM effective_labels WHERE outcome IN ('a', 'b')), "
@@ -351,9 +356,11 @@ class Store(QueueMixin, ImportMixin):
             "(SELECT count(*) FROM queue WHERE NOT prompt_labeled), "
             "(SELECT version FROM latest), (SELECT clock FROM latest), "
             "(SELECT count(*) FROM labels u, latest WHERE u.outcome = 'undo' AND u.id > list_max(latest.ids) "
-            "AND list_contains(latest.ids, u.undoes))").fetchone()
+            "AND list_contains(latest.ids, u.undoes)), "
+            "(SELECT count(*) FROM effective_labels WHERE outcome <> 'skip' "
+            "AND id > coalesce((SELECT mark FROM latest), 0))").fetchone()
         keys = ("labels", "preference_labels", "label_events", "pool", "adapter_version", "label_clock",
-                "undone_in_adapter")
+                "undone_in_adapter", "labels_since_round")
         state = dict(zip(keys, row))
         state["adapter_version"] = state["adapter_version"] or 0
         state["label_clock"] = state["label_clock"] or 0
@@ -370,6 +377,10 @@ class Store(QueueMixin, ImportMixin):
         return int(self.cursor().execute("SELECT count(*) FROM effective_labels WHERE source = ?",
                                          [source]).fetchone()[0])
 
+
+    def label_watermark(self) -> int:
+        """The newest label event's id (0 without one): a round records it, and later labels count toward the next."""
+        return int(self.cursor().execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0])
 
     def label_events(self) -> int:
         """All label events except undos: the clock that rounds and staleness count in."""

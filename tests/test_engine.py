@@ -95,8 +95,21 @@ def test_round_is_due_after_warmup_then_every_round_size(tmp_path):
     for _ in range(3):
         engine.desk.record_label(engine.desk.next_pair(), "a")
     assert engine.desk.round_due() == (True, 3, 3)
-    # a finished round records the label clock: the next is due round_size labels later
+    # a finished round records the newest label id: the next is due round_size labels later
     store.add_adapter(version=1, parent=None, labels_used=3, label_hash="x", regime="reset", path="adapters/v1",
-                      config={}, metrics={}, manifest={"label_clock": 3}, steps=[])
+                      config={}, metrics={}, manifest={"label_watermark": store.label_watermark()}, steps=[])
     assert engine.desk.round_due() == (False, 0, 4)
-    assert json.loads(store.latest_adapter()["manifest"])["label_clock"] == 3
+    # skips and undone labels never count toward a round; ties and a/b do
+    for outcome in ("skip", "tie", "a"):
+        engine.desk.record_label(engine.desk.next_pair(), outcome)
+    assert engine.desk.round_due() == (False, 2, 4)
+    engine.desk.undo()
+    assert engine.desk.round_due() == (False, 1, 4)
+    # undoing a label the adapter trained on does not make the counter negative
+    for _ in range(4):
+        engine.desk.undo()
+    assert engine.desk.round_due() == (False, 0, 4)
+    # an adapter from before the watermark existed counts from its newest trained label
+    store.add_adapter(version=2, parent=1, labels_used=3, label_hash="y", regime="reset", path="adapters/v2",
+                      config={}, metrics={}, manifest={"label_ids": []}, steps=[])
+    assert engine.desk.round_due() == (False, 1, 4)
