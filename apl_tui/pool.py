@@ -53,7 +53,11 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
     filtered = a.name in ("entropy", "hybrid")
     factor = a.entropy_factor if filtered else 1
     picked = store.sample_prompts(need * factor, seed=seed, exclude_used=not a.allow_relabel_prompts)
+    if not picked:
+        return 0  # every prompt already has a pair: nothing to generate from
     added = 0
+    # Say at once what is happening: the first chunk can take minutes on a CPU.
+    sink(StepProgressed("generating", 0, min(need, len(picked))))
     chunk = gen.batch_size * factor
     for i, start in enumerate(range(0, len(picked), chunk)):
         check_cancel(cancel)
@@ -61,7 +65,7 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
         # Each chunk keeps its share; when prompts are scarce the filter relaxes rather than run dry.
         keep = min(need - added, math.ceil(len(part) * need / len(picked)))
         added += _refill_chunk(store, policy, cfg, part, keep=keep, seed=seed + 7919 * i)
-        sink(StepProgressed("generating", added, need))
+        sink(StepProgressed("generating", added, min(need, len(picked))))
         if added >= need:
             break
     sink(PoolGenerated(added=added, adapter_version=policy.adapter_version))
