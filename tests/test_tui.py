@@ -237,5 +237,5 @@ async def test_status_line_counts_labels(store: Store) -> None:
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("1", "2", "s")
         status = text(app, "#status")
-        assert "labels 3 / 3 now" in status and "pool 9" in status
+        assert "3 labels / 3 now" in status and "pool 9" in status
         assert "scored by base" in status

@@ -38,18 +38,21 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "close", "close help"),
     ]
 
-    def __init__(self, bindings: list[BindingType]) -> None:
+    def __init__(self, bindings: list[BindingType], *, stacked: bool = False) -> None:
         super().__init__()
         self.shown_bindings = bindings
         """The labeling screen's bindings, listed here."""
+        self.stacked = stacked
+        """Whether the completions are stacked (narrow terminal): A on top, B below."""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box") as box:
             box.border_title = "keys"
             box.border_subtitle = "esc closes"
             yield Static(keys_table(self.shown_bindings), id="help-keys")
+            where = "A is the top pane, B the one below" if self.stacked else "A is the left pane, B the right"
             yield Static(
-                "Verdicts are about the screen: A is the left pane, B the right. "
+                f"Verdicts are about the screen: {where}. "
                 "Every label is saved before the next pair appears; u undoes the newest, again and again.",
                 id="help-note")
 

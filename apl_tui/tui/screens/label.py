@@ -30,6 +30,32 @@ VERDICT_OUTCOMES = {"tie": "tie", "both_bad": "both_bad", "skip": "skip"}
 """Verdicts that do not depend on which side is which."""
 
 
+def waiting_text(*, worker_running: bool, model_loaded: bool, activity: str, batch: int) -> str:
+    """What the empty screen says: what the worker is doing now, and when pairs will come.
+
+    >>> print(waiting_text(worker_running=True, model_loaded=True, activity="generating 4/8", batch=4))
+    No pair to label yet: the worker is generating pairs (4/8).
+    Each batch of 4 shows here as soon as it is saved.
+    """
+    if not worker_running:
+        return ("No pairs to label, and the background worker is stopped.\n"
+                "Restart it from the palette (ctrl+p → restart worker), or import prompts.")
+    if not model_loaded:
+        return ("No pair to label yet: the worker is loading the model (the first start converts it once).\n"
+                f"Then it generates pairs; each batch of {batch} shows here as soon as it is saved.")
+    if activity.startswith("generating"):
+        return (f"No pair to label yet: the worker is generating pairs ({activity.split(' ', 1)[-1]}).\n"
+                f"Each batch of {batch} shows here as soon as it is saved.")
+    if activity.startswith("training"):
+        return (f"No pair to label: the worker is in a training round ({activity}).\n"
+                "It refills the pool right after this step; pairs follow within one step.")
+    if activity.startswith(("scoring", "reference", "loaded", "model loaded", "starting")):
+        return (f"No pair to label yet: the worker is {activity}.\n"
+                "It refills the pool next; pairs follow as soon as the first batch is saved.")
+    return ("No pairs to label: every training prompt already has a pair.\n"
+            "Import more prompts (apl import FILE), or set acquisition.allow_relabel_prompts = true.")
+
+
 class LabelScreen(Screen[None]):
     """Prompt, completions A (left) and B (right), why-this-pair, status line and footer."""
 
@@ -102,12 +128,8 @@ class LabelScreen(Screen[None]):
         self.call_after_refresh(self.refresh_status)
 
     def _waiting_text(self) -> str:
-        if not self.worker_running:
-            return ("No pairs to label, and the background worker is stopped.\n"
-                    "Restart it from the palette (ctrl+p → restart worker), or import prompts.")
-        if not self.model_loaded:
-            return "Loading the model… the first pairs follow (generating the pool)."
-        return "Generating the pool… pairs appear here as soon as they are ready."
+        return waiting_text(worker_running=self.worker_running, model_loaded=self.model_loaded,
+                            activity=self.activity, batch=self.desk.config.generation.batch_size)
 
     def _poll_when_waiting(self) -> None:
         if self.shown is None:
@@ -168,6 +190,8 @@ class LabelScreen(Screen[None]):
         if undone is None:
             self.notify("nothing to undo")
             return
+        if self.session_times:
+            self.session_times.pop()  # an undone label does not count toward the rate
         self.post_message(LabelsChanged())
         self.query_one(WhyPanel).clear()
         self.notify(f"undid the label of pair {undone}")
@@ -186,7 +210,7 @@ class LabelScreen(Screen[None]):
         """List every key."""
         from apl_tui.tui.screens.help import HelpScreen
 
-        self.app.push_screen(HelpScreen(self.BINDINGS))
+        self.app.push_screen(HelpScreen(self.BINDINGS, stacked=self.app.size.width < NARROW_WIDTH))
 
     def action_sql(self) -> None:
         """Query the live store with read-only SQL."""

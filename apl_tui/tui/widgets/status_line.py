@@ -59,14 +59,18 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
     if status is not None:
         rate = "–" if per_hour is None else f"{per_hour:.0f}"
         adapter = f"v{status.adapter_version}" if status.adapter_version else "base"
+        # Labels toward the next round: effective verdicts since the last round (no skips, no undone).
+        since, need = status.labels_since_round, status.round_due_at
+        toward = f"{since}/{need}" if since < need else "round due"
+        total = f"{status.labels_total} label{'' if status.labels_total == 1 else 's'}"
         if compact:
-            parts.append(f"{status.labels_total} labels ({status.labels_session} now, {rate}/h)")
+            parts.append(f"{total} ({status.labels_session} now, {rate}/h)")
             parts.append(f"pool {status.pool_size}")
-            parts.append(f"{adapter} {status.labels_since_round}/{status.round_due_at}")
+            parts.append(f"{adapter} {toward}")
         else:
-            parts.append(f"labels {status.labels_total} / {status.labels_session} now / {rate}/h")
+            parts.append(f"{total} / {status.labels_session} now / {rate}/h")
             parts.append(f"pool {status.pool_size}")
-            parts.append(f"adapter {adapter} (round {status.labels_since_round}/{status.round_due_at})")
+            parts.append(f"adapter {adapter} (next round {toward})")
         undone = undone_text(status, compact)
         if undone:
             parts.append(undone)

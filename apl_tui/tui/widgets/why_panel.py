@@ -11,6 +11,9 @@ VERDICTS = {"left": "you chose A", "right": "you chose B", "tie": "tie", "both_b
             "skip": "skipped"}
 """How a screen verdict reads in the 'last:' line."""
 
+COMPACT_WIDTH = 100
+"""Below this many columns the line uses short words, so it fits on one line."""
+
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
     return "–" if value is None else format(value, fmt)
@@ -31,35 +34,43 @@ def screen_rewards(shown: ShownPair) -> tuple[float | None, float | None, float 
     return shown.reward_b, shown.reward_a, p_left
 
 
-def why_text(shown: ShownPair) -> str:
-    """The full 'why this pair' line for a pair."""
+def why_text(shown: ShownPair, compact: bool = False) -> str:
+    """The 'why this pair' line for a pair (shorter words when `compact`, for narrow terminals)."""
     r_left, r_right, p_left = screen_rewards(shown)
-    parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"rank {shown.rank or '–'}",
-             f"entropy {_num(shown.entropy)}", f"r̂A {_num(r_left)}", f"r̂B {_num(r_right)}",
-             f"p(A≻B) {_num(p_left)}"]
+    if compact:
+        parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)} #{shown.rank or '–'}",
+                 f"H {_num(shown.entropy)}", f"r̂ {_num(r_left)}/{_num(r_right)}", f"p(A≻B) {_num(p_left)}"]
+    else:
+        parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"rank {shown.rank or '–'}",
+                 f"entropy {_num(shown.entropy)}", f"r̂A {_num(r_left)}", f"r̂B {_num(r_right)}",
+                 f"p(A≻B) {_num(p_left)}"]
     if shown.control:
-        parts.append("random control pair")
+        parts.append("control" if compact else "random control pair")
     if shown.fallback:
         parts.append(f"fallback: {shown.fallback}")
     return " · ".join(parts)
 
 
-def verdict_text(shown: ShownPair, verdict: str) -> str:
+def verdict_text(shown: ShownPair, verdict: str, compact: bool = False) -> str:
     """The 'last:' line shown after a label: what was chosen and why that pair was asked."""
-    return f"last: {VERDICTS.get(verdict, verdict)} · {why_text(shown)}"
+    return f"last: {VERDICTS.get(verdict, verdict)} · {why_text(shown, compact)}"
 
 
 class WhyPanel(Static):
     """One line: the previous pair's verdict and reasons (blind mode) or the current pair's reasons."""
 
+    @property
+    def _compact(self) -> bool:
+        return self.app.size.width < COMPACT_WIDTH
+
     def show_current(self, shown: ShownPair | None) -> None:
         """Reveal the reasons for the pair on screen (loop.reveal = "always")."""
         # Text, not markup: acquisition names and fallbacks come from settings and stores.
-        self.update(Text("" if shown is None else f"why: {why_text(shown)}"))
+        self.update(Text("" if shown is None else f"why: {why_text(shown, self._compact)}"))
 
     def show_last(self, shown: ShownPair, verdict: str) -> None:
         """After a label: the verdict just given and why that pair was asked."""
-        self.update(Text(verdict_text(shown, verdict)))
+        self.update(Text(verdict_text(shown, verdict, self._compact)))
 
     def clear(self) -> None:
         """Nothing to show (e.g. right after an undo)."""

@@ -1,0 +1,50 @@
+"""At 80 columns: one-line status and why lines, help that matches the stacked panes; rate and undo."""
+
+from __future__ import annotations
+
+from apl_tui.desk import DeskStatus
+from apl_tui.store import Store
+from apl_tui.tui.screens.help import HelpScreen
+from apl_tui.tui.widgets.status_line import status_text
+from tests.test_tui import NARROW, WIDE, new_app, screen_of, store, text  # noqa: F401 (fixture)
+
+
+async def test_status_and_why_stay_one_line_at_80_columns(store: Store) -> None:
+    app = new_app(store)
+    async with app.run_test(size=NARROW) as pilot:
+        await pilot.press("1")
+        for widget_id in ("#why", "#status"):
+            widget = app.screen.query_one(widget_id)
+            assert widget.region.height == 1, widget_id
+        # the compact words fit: nothing that matters is cut by the ellipsis
+        assert len(text(app, "#why")) <= NARROW[0] - 2
+        assert len(text(app, "#status")) <= NARROW[0] - 2
+
+
+def test_status_counts_pluralise_and_say_when_a_round_is_due() -> None:
+    one = DeskStatus(labels_total=1, labels_session=1, pool_size=3, adapter_version=0, labels_since_round=1,
+                     round_due_at=16)
+    assert status_text(one, "idle", None, None).startswith("1 label / 1 now")
+    due = DeskStatus(labels_total=20, labels_session=20, pool_size=3, adapter_version=1, labels_since_round=17,
+                     round_due_at=16)
+    assert "v1 round due" in status_text(due, "", None, None, compact=True)
+
+
+async def test_help_names_the_panes_as_laid_out(store: Store) -> None:
+    for size, words in ((NARROW, "A is the top pane"), (WIDE, "A is the left pane")):
+        app = new_app(store)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            assert words in str(app.screen.query_one("#help-note").content)
+
+
+async def test_undo_takes_the_label_out_of_the_rate(store: Store) -> None:
+    app = new_app(store)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("1", "1", "1")
+        screen = screen_of(app)
+        assert len(screen.session_times) == 3
+        await pilot.press("u")
+        assert len(screen.session_times) == 2
+        assert screen.desk_status is not None and screen.desk_status.labels_session == 2
