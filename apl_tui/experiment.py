@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import statistics
 import threading
 import time
@@ -92,6 +91,7 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
     """Run (or resume) every method × seed to every schedule point; returns all CSV rows."""
     from apl_tui.batch import evaluate, run_loop
     from apl_tui.engine import Engine
+    from apl_tui.cache import model_cache_dir
     from apl_tui.importer import read_prompts
     from apl_tui.oracles import build_oracle
     from apl_tui.policy import Policy
@@ -101,7 +101,7 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
     (out / "runs").mkdir(parents=True, exist_ok=True)
     train = read_prompts(exp.path(exp.train_file))[: exp.train_prompts]
     test = read_prompts(exp.path(exp.test_file))[: exp.test_prompts]
-    cache_dir = Path(os.environ.get("APL_CACHE_DIR") or out / "cache")
+    cache_dir = model_cache_dir()  # one per user ($APL_CACHE_DIR overrides)
     ref_path = out / "reference_completions.json"
     ref_cache: dict[str, str] = json.loads(ref_path.read_text()) if ref_path.exists() else {}
     policy = None

@@ -8,7 +8,6 @@ Batch mode calls it from the main thread; the labeling app runs `step` on a `Lea
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from apl_tui import pool
 from apl_tui.acquisition import PAIR_FUNCTIONS
+from apl_tui.cache import model_cache_dir
 from apl_tui.config import AplConfig
 from apl_tui.desk import round_due
 from apl_tui.errors import Cancelled, check_cancel
@@ -38,8 +38,8 @@ class Learner:
         self.config = config or store.load_config()
         self.policy = policy
         """The loaded Policy, or None until `load_policy` ran."""
-        # Converted models are large; experiments share one cache across many stores.
-        self.cache_dir = cache_dir or Path(os.environ.get("APL_CACHE_DIR") or store.cache_dir)
+        # Converted models are large: one cache per user, shared by every store.
+        self.cache_dir = cache_dir or model_cache_dir()
         self.heavy_lock = threading.Lock()
         """Held by every heavy call: one model job at a time."""
         self.timings: dict[str, float] = {"refill": 0.0, "score": 0.0, "train": 0.0}

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from apl_tui.desk import DeskStatus
 from apl_tui.store import Store
 from apl_tui.tui.screens.help import HelpScreen
 from apl_tui.tui.widgets.status_line import status_text
-from tests.test_tui import NARROW, WIDE, new_app, screen_of, store, text  # noqa: F401 (fixture)
+from tests.test_tui import NARROW, WIDE, make_store, new_app, screen_of, text
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = make_store(tmp_path / "store")
+    yield s
+    s.close()
 
 
 async def test_status_and_why_stay_one_line_at_80_columns(store: Store) -> None:

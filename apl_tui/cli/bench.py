@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,11 +21,12 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="fewer pairs, repeats and labels (about two minutes)")] = False,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write every number to this JSON file")] = None,
     only: Annotated[str, typer.Option(help="families, comma-separated: scoring,machine,dpo,entropy,ui,store,memory")] = "",
-    cache_dir: Annotated[Path | None, typer.Option(help="converted models (default: $APL_CACHE_DIR, store/cache)")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="converted models (default: $APL_CACHE_DIR, else the user cache folder)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
     """Measure scoring, DPO steps, entropy, UI latency, the store and memory; print one table."""
     from apl_tui.bench import BenchOptions, BenchSizes, run_bench
+    from apl_tui.cache import model_cache_dir
     from apl_tui.bench.report import table
     from apl_tui.bench.runner import check_families
 
@@ -34,7 +34,7 @@ def bench(
     try:
         check_families(families)
         opts = BenchOptions(model=model, device=device, quick=quick, only=families, threads=threads,
-                            cache_dir=cache_dir or Path(os.environ.get("APL_CACHE_DIR") or "store/cache"),
+                            cache_dir=cache_dir or model_cache_dir(),
                             sizes=BenchSizes.quick() if quick else BenchSizes.full())
     except ValueError as e:
         raise AplError(str(e), hint="see apl bench --help") from e

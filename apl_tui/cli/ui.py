@@ -47,11 +47,28 @@ def label(
     store: StoreOpt = DEFAULT_STORE,
     model: ModelOpt = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="label the ready pool only; load no model")] = False,
+    browser: Annotated[bool, typer.Option("--browser", hidden=True,
+                                          help="run under apl serve: show start-up errors in the page")] = False,
 ) -> None:
     """Label preference pairs in the terminal while DPO trains in the background."""
     from apl_tui.cli.loop import open_engine
+    from apl_tui.errors import StoreLockedError
 
-    run_app(open_engine(store, model=model), start_worker=not no_worker)
+    try:
+        engine = open_engine(store, model=model)
+    except AplError as e:
+        if not browser:
+            raise
+        # The server's console is not where a browser user looks: say it in the page.
+        from apl_tui.tui.message_app import MessageApp
+
+        hint = e.hint
+        if isinstance(e, StoreLockedError):
+            hint = ("another browser tab or `apl label` has this store open: close it (its labels are saved), "
+                    "then reload this page")
+        MessageApp("apl label cannot start", e.message, hint).run()
+        raise
+    run_app(engine, start_worker=not no_worker)
 
 
 def prepare_demo(store: Path, model: str | None) -> list[str]:
@@ -109,7 +126,7 @@ def serve(
         raise AplError("textual-serve is not installed", hint="pip install 'apl-tui[serve]'") from e
     if not (store / "apl.duckdb").exists():
         raise AplError(f"no store at {store}", hint="create one with `apl init` or `apl demo`")
-    command = [sys.executable, "-m", "apl_tui", "label", "--store", str(store.resolve())]
+    command = [sys.executable, "-m", "apl_tui", "label", "--browser", "--store", str(store.resolve())]
     if model:
         command += ["--model", model]
     err.print(f"serving apl label on http://{host}:{port} (Ctrl-C stops)")

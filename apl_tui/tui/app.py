@@ -9,8 +9,11 @@ both threads (bounded), write the final snapshot; the caller then closes the sto
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -32,6 +35,7 @@ from apl_tui.events import (
     WarningRaised,
 )
 from apl_tui.snapshot_writer import SnapshotWriter
+from apl_tui.tui.message_app import input_closed
 from apl_tui.tui.messages import LabelsChanged, LearnerFailed, LearnerReported, LearnerStepFinished
 from apl_tui.tui.screens.label import LabelScreen
 
@@ -49,6 +53,10 @@ LEARNER_JOIN_S = 0.25
 """How long quitting waits for the learner to reach a cancel check before abandoning it."""
 SNAPSHOT_JOIN_S = 2.0
 """How long quitting waits for a snapshot write in progress."""
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+"""Signals that end the app the same way as `q`: a closed terminal or browser session, `kill`."""
+INPUT_CHECK_S = 1.0
+"""How often the app checks that its input is still connected (a browser session that went away)."""
 
 
 def activity_text(event: Event) -> str | None:
@@ -116,6 +124,8 @@ class LabelApp(App[None]):
         self.push_screen(LabelScreen(self.desk, reveal=self.config.loop.reveal))
         self.snapshots.mark_dirty()
         self.snapshots.start()
+        self._handle_stop_signals()
+        self.set_interval(INPUT_CHECK_S, self._exit_if_input_closed)
         if self.learner is not None:
             # After the first frame: the learner is what loads torch and the model.
             self.call_after_refresh(self.start_worker)
@@ -153,6 +163,42 @@ class LabelApp(App[None]):
     def on_unmount(self) -> None:
         # Any way out (quit, a test leaving run_test, an exception) joins the threads.
         self.shutdown()
+        self._release_stop_signals()
+
+    def stop_from_signal(self) -> None:
+        """A stop signal or lost input: leave exactly as `q` does (cancel, join, snapshot, exit)."""
+        logger.info("stopping: the terminal or browser session went away")
+        self.shutdown()
+        self.exit()
+
+    def _handle_stop_signals(self) -> None:
+        # SIGHUP (terminal or SSH gone) and SIGTERM (textual-serve, kill) would otherwise end the
+        # process mid-write or, under the web driver, leave it waiting for input that never comes.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, lambda: self.call_later(self.stop_from_signal))
+            except (NotImplementedError, RuntimeError, ValueError):  # not on this platform or loop
+                pass
+
+    def _release_stop_signals(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for sig in STOP_SIGNALS:
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _exit_if_input_closed(self) -> None:
+        # A browser session whose server or connection died without a "quit": leave, or the
+        # process would wait for input forever and keep the store locked.
+        if input_closed(self):
+            self.stop_from_signal()
 
     # ---- the learner's thread --------------------------------------------------------------
 
