@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apl_tui.engine import Engine
+from apl_tui.eval_items import EvalItem
 from apl_tui.errors import AplError, check_cancel
 from apl_tui.events import EvalFinished, ProgressSink, StepProgressed, ignore
 
@@ -122,16 +123,22 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
         return cached | {"cached": True}
     t0 = time.perf_counter()
     learner = engine.learner
+    # Results judged by an interrupted run of this same evaluation: those chunks are not redone.
+    judged = store.eval_results(version, oracle.name, digest)
     with learner.heavy_lock:
         policy = learner.load_policy(sink, cancel)
         policy.load_adapter(store.root / info["path"], version)
         try:
-            wins = losses = ties = bad = 0
             rng = random.Random(seed)
             bs = cfg.generation.batch_size
+            sink(StepProgressed("evaluating", sum(1 for i in range(len(tests)) if i in judged), len(tests)))
             for start in range(0, len(tests), bs):
                 check_cancel(cancel)
                 chunk = [t for _, t in tests[start:start + bs]]
+                if all(start + i in judged for i in range(len(chunk))):
+                    for _ in chunk:
+                        rng.random()  # the same blind coins as an uninterrupted run
+                    continue
                 kw = dict(n=1, temperature=settings.temperature, top_p=1.0, min_new_tokens=0,
                           max_new_tokens=settings.max_new_tokens, seed=seed + start, batch_size=bs)
                 mine = [g[0].text for g in policy.generate(chunk, adapter=True, **kw)]
@@ -142,21 +149,20 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
                     ref = [g[0].text for g in policy.generate(chunk, adapter=False, **kw)]
                     if ref_cache is not None:
                         ref_cache.update(zip(keys, ref))
-                for prompt, m, r in zip(chunk, mine, ref):
+                items = []
+                for i, (prompt, m, r) in enumerate(zip(chunk, mine, ref)):
                     flip = rng.random() < 0.5  # blind: the oracle never knows which side is the policy
                     v = oracle.judge(prompt, r, m) if flip else oracle.judge(prompt, m, r)
                     won = {"a": not flip, "b": flip}.get(v.outcome)
-                    if v.outcome == "tie":
-                        ties += 1
-                    elif won is None:
-                        bad += 1
-                    elif won:
-                        wins += 1
-                    else:
-                        losses += 1
-                sink(StepProgressed("evaluating", min(start + bs, len(tests)), len(tests)))
+                    result = "tie" if v.outcome == "tie" else "unparseable" if won is None else "win" if won else "loss"
+                    items.append(EvalItem(start + i, tests[start + i][0], result, m, r))
+                store.add_eval_items(version, oracle.name, digest, items)
+                judged.update((it.idx, it.result) for it in items)
+                sink(StepProgressed("evaluating", sum(1 for i in range(len(tests)) if i in judged), len(tests)))
         finally:
             learner.sync_adapter()
+    results = [judged[i] for i in range(len(tests))]
+    wins, losses, ties, bad = (results.count(r) for r in ("win", "loss", "tie", "unparseable"))
     decided = wins + losses
     rate = wins / decided if decided else None
     stderr = math.sqrt(rate * (1 - rate) / decided) if decided else None

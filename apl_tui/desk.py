@@ -60,7 +60,17 @@ class LabelDesk:
         self._session_labels = 0
 
     def next_pair(self, source: str = "human") -> ShownPair | None:
-        """The pair to label now: the pending one if any, else the best (or a random control) pair."""
+        """The pair to label now: the pending one if any, else the best (or a random control) pair.
+
+        A new pair is recorded as an impression (shown to `source`), so it stays the pending one.
+        """
+        return self._choose(source, record=True)
+
+    def peek_pair(self, source: str = "human") -> ShownPair | None:
+        """The pair `next_pair(source)` would give now, without recording anything (`apl next`)."""
+        return self._choose(source, record=False)
+
+    def _choose(self, source: str, *, record: bool) -> ShownPair | None:
         pending = self.store.pending_impression(source)
         if pending is not None:
             shown, left, control, imp = pending
@@ -79,7 +89,7 @@ class LabelDesk:
         if shown is None:
             return None
         left = choose_left(self.config.loop.seed, int(shown["candidate_id"]), shown_count)
-        imp = self.store.record_impression(shown, left=left, control=control, source=source)
+        imp = self.store.record_impression(shown, left=left, control=control, source=source) if record else 0
         return shown_pair(shown, left=left, control=control, impression_id=imp)
 
     def record_label(self, shown: ShownPair, outcome: str, *, source: str = "human",

@@ -195,4 +195,21 @@ CREATE TABLE adapter_retirements (
 );
 """))
 
+# Evaluation results per test prompt, written chunk by chunk as they come, so an interrupted
+# `apl eval` continues where it stopped (and the texts can be read back).
+MIGRATIONS.append((5, "per-prompt evaluation results", """
+CREATE TABLE eval_items (
+    adapter_version INTEGER NOT NULL,
+    oracle VARCHAR NOT NULL,
+    settings_hash VARCHAR NOT NULL,
+    idx INTEGER NOT NULL,
+    prompt_id BIGINT NOT NULL,
+    result VARCHAR NOT NULL CHECK (result IN ('win', 'loss', 'tie', 'unparseable')),
+    policy_text VARCHAR,
+    reference_text VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (adapter_version, oracle, settings_hash, idx)
+);
+"""))
+
 LATEST = MIGRATIONS[-1][0]

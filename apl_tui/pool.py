@@ -111,6 +111,8 @@ def fill_reference(store: Store, policy: Any, cfg: AplConfig, *, sink: ProgressS
     """Compute and cache reference log-probs for candidates that lack them (e.g. imported pairs)."""
     missing = store.candidates(missing_reference=True)
     done = 0
+    if missing:
+        sink(StepProgressed("reference", 0, len(missing)))
     for chunk in _chunks(missing, cfg.acquisition.chunk_size):
         check_cancel(cancel)
         refs = pair_logps(policy, chunk, adapter=False, batch_size=cfg.generation.batch_size)
@@ -138,6 +140,8 @@ def rescore(store: Store, policy: Any, cfg: AplConfig, *, seed: int, sink: Progr
     version = policy.adapter_version
     ids = store.unscored_ids(version, a.name, limit)
     done = 0
+    if ids:
+        sink(StepProgressed("scoring", 0, len(ids)))
     for chunk_ids in _chunks(ids, a.chunk_size):
         check_cancel(cancel)
         cands = store.candidates(chunk_ids)

@@ -19,7 +19,7 @@ from tests.test_tui import make_store
 def test_prepare_demo_creates_store_and_imports_once(tmp_path: Path) -> None:
     root = tmp_path / "store"
     done = ui.prepare_demo(root, "tiny-random")
-    assert done[0].startswith(f"created store {root}")
+    assert done[0].startswith(f"created a new store in {root}/")
     assert any("train prompts" in d for d in done) and any("test prompts" in d for d in done)
     with Store(root) as s:
         counts = s.prompt_counts()
@@ -66,7 +66,7 @@ def test_serve_builds_the_label_command(tmp_path: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["serve", "--store", str(tmp_path / "s"), "--port", "8123"])
     assert result.exit_code == 0, result.output
     assert seen["served"] and seen["host"] == "127.0.0.1" and seen["port"] == 8123
-    assert "apl_tui label --store" in seen["command"] and str((tmp_path / "s").resolve()) in seen["command"]
+    assert "apl_tui label --browser --store" in seen["command"] and str((tmp_path / "s").resolve()) in seen["command"]
 
 
 async def test_snapshot_follows_labels_for_other_processes(tmp_path: Path) -> None:
@@ -88,3 +88,24 @@ async def test_snapshot_follows_labels_for_other_processes(tmp_path: Path) -> No
                 break
         assert n == 2
     store.close()
+
+
+def test_apl_next_shows_the_pair_the_app_shows_and_records_nothing(tmp_path: Path) -> None:
+    from tests.helpers import make_store as make_helper_store
+    from tests.helpers import score_all
+
+    store = make_helper_store(tmp_path / "s", prompts=6)
+    score_all(store, {c["id"]: float(c["id"]) for c in store.candidates()})
+    store.close()
+    runner = CliRunner()
+    first = runner.invoke(app, ["next", "--store", str(tmp_path / "s"), "--json"])
+    again = runner.invoke(app, ["next", "--store", str(tmp_path / "s"), "--json"])
+    assert first.exit_code == 0, first.output
+    assert first.stdout == again.stdout
+    with Store(tmp_path / "s") as s:
+        assert s.impression_count() == 0  # peeking recorded nothing
+        shown = LabelDesk(s).next_pair()  # what the app would show
+    assert shown is not None
+    assert f'"candidate_id": {shown.candidate_id}' in first.stdout and f'"left": "{shown.left}"' in first.stdout
+    text = runner.invoke(app, ["next", "--store", str(tmp_path / "s")]).stdout
+    assert "rank 1" in text and "None" not in text and "already on the labeling screen" in text

@@ -41,6 +41,22 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model spec 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from apl_tui import __version__
+
+        out.print(f"apl-tui {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Active preference learning for language models: label pairs in the terminal while DPO trains."""
+
+
 def new_store_config(config: Path | None, model: str | None) -> Any:
     """Settings for a new store: a config file (defaults where it says nothing), then --model."""
     from apl_tui.config import AplConfig
@@ -66,6 +82,16 @@ def fail(message: str, hint: str = "") -> typer.Exit:
     return typer.Exit(1)
 
 
+STOPPED_EXIT = 130
+"""The exit status of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
+def stopped() -> typer.Exit:
+    """Say that Ctrl-C stopped the command cleanly; return the Exit (status 130) to raise."""
+    err.print("[yellow]stopped; rerun to continue[/] (everything finished so far is saved)", highlight=False)
+    return typer.Exit(STOPPED_EXIT)
+
+
 def friendly(fn: F) -> F:
     """The error boundary: an AplError becomes one line and exit 1, never a traceback."""
 
@@ -78,7 +104,7 @@ def friendly(fn: F) -> F:
         except AplError as e:
             raise fail(e.message, e.hint) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", "rerun the same command to continue where it stopped") from None
+            raise stopped() from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -36,7 +36,7 @@ def _reader(store: Path) -> Any:
 @friendly
 def init(
     store: StoreOpt = DEFAULT_STORE,
-    model: Annotated[str | None, typer.Option(help="model spec written to config.toml")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model spec written to config.toml")] = None,
     config: Annotated[Path | None, typer.Option(help="start from this config.toml")] = None,
 ) -> None:
     """Create a store: database, adapters folder and config.toml."""
@@ -46,8 +46,8 @@ def init(
     existed = (store / "apl.duckdb").exists()
     with Store.create(store, cfg) as s:
         version = s.schema_version()
-    verb = "already exists" if existed else "created"
-    err.print(f"store {store} {verb} (schema v{version}); next: apl import FILE")
+    what = "a store already exists in" if existed else "created a new store in"
+    err.print(f"{what} {store}/ (schema v{version}); next: apl import FILE")
 
 
 @app.command("import")
@@ -94,7 +94,7 @@ def export(
     dest: Annotated[Path | None, typer.Argument(help="output file, or the dataset folder for --format hf")] = None,
     store: StoreOpt = DEFAULT_STORE,
     format: Annotated[str, typer.Option("--format", "-f", help="jsonl, parquet or hf (a dataset folder)")] = "jsonl",
-    ties: Annotated[str, typer.Option(help="drop ties, or export both orders")] = "drop",
+    ties: Annotated[str, typer.Option(help="drop | both: leave ties out, or export each tie in both orders")] = "drop",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout for jsonl)")] = None,
     test_share: Annotated[float, typer.Option(help="hf: share of prompts in the test split")] = 0.1,
 ) -> None:

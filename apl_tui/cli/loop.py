@@ -7,13 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out, styled
+from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out, stopped, styled
 from apl_tui.config import ACQUISITIONS
 from apl_tui.errors import AplError, Cancelled
 
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
 AcqOpt = Annotated[str | None, typer.Option("--acquisition", "-a", help=f"one of {', '.join(ACQUISITIONS)}")]
-OracleOpt = Annotated[str, typer.Option("--oracle", "-o", help="vader, vader:noise=T, openai or python:mod:fn")]
+# No short flag: -o means --output in every command that writes a file (export, experiment).
+OracleOpt = Annotated[str, typer.Option("--oracle", help="vader, vader:noise=T, openai or python:mod:fn")]
+EVAL_PROMPTS = 32
+"""Test prompts `apl eval` uses by default: a few minutes per adapter with SmolLM2 on a 2-core CPU."""
 
 
 def open_engine(store: Path, *, model: str | None = None, device: str | None = None,
@@ -44,8 +47,7 @@ def _heavy(fn: Any) -> Any:
         try:
             return fn(sink, cancel)
         except Cancelled:
-            raise AplError("stopped; the store holds everything finished so far",
-                           hint="rerun the same command to continue") from None
+            raise stopped() from None
 
 
 def _snapshotting(engine: Any, sink: Any, every_s: float = 10.0) -> Any:
@@ -92,12 +94,12 @@ def score(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None, model: Mo
 @friendly
 def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Print the pair that would be shown next, and why (does not load a model)."""
+    """Print the pair the labeling app shows next, and why (records nothing, loads no model)."""
     import dataclasses
     import json
 
     engine = open_engine(store, acquisition=acquisition)
-    shown = engine.desk.next_pair(source="cli")
+    shown = engine.desk.peek_pair(source="human")
     if shown is None:
         raise AplError("no unlabeled pair in the pool", hint="apl generate --n 32")
     if json_out:
@@ -107,19 +109,27 @@ def next_(store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
 
     for m in decode_messages(shown.prompt) or [{"role": "prompt", "content": shown.prompt}]:
         out.print(styled(f"{m['role']:<7}", "bold", f" {m['content']}"), highlight=False)
-    out.print(styled("A", "bold", f"       {shown.completion_a}"), highlight=False)
-    out.print(styled("B", "bold", f"       {shown.completion_b}"), highlight=False)
+    # In screen terms, as the app shows it: A is the left pane.
+    out.print(styled("A", "bold", f"       {shown.left_text}"), highlight=False)
+    out.print(styled("B", "bold", f"       {shown.right_text}"), highlight=False)
     why = f"{shown.acquisition or 'unscored'}"
     if shown.score is not None:
-        why += f" score {shown.score:.4f} (rank {shown.rank}, adapter v{shown.scored_by}, "
-        why += f"{shown.labels_since_scored} labels ago)"
-    if shown.reward_a is not None:
-        why += f"; r̂_A {shown.reward_a:.4f}, r̂_B {shown.reward_b:.4f}, p(A≻B) {shown.p_a:.3f}"
+        place = "a random control pair" if shown.control else f"rank {shown.rank or 1}"
+        ago = shown.labels_since_scored
+        why += f" score {shown.score:.4f} ({place}, adapter v{shown.scored_by}, "
+        why += f"{ago} label{'' if ago == 1 else 's'} ago)"
+    if shown.reward_a is not None and shown.reward_b is not None and shown.p_a is not None:
+        swap = shown.left != "a"
+        r_left, r_right = (shown.reward_b, shown.reward_a) if swap else (shown.reward_a, shown.reward_b)
+        p_left = 1.0 - shown.p_a if swap else shown.p_a
+        why += f"; r̂_A {r_left:.4f}, r̂_B {r_right:.4f}, p(A≻B) {p_left:.3f}"
     if shown.entropy is not None:
         why += f"; entropy {shown.entropy:.3f}"
     if shown.fallback:
         why += f"; {shown.fallback}"
     out.print(styled("why", "dim", f"     {why}{' [control]' if shown.control else ''}"), highlight=False)
+    if shown.impression_id:
+        out.print(styled("note", "dim", "    already on the labeling screen (the pending pair)"), highlight=False)
 
 
 @app.command()
@@ -157,9 +167,15 @@ def run(oracle: OracleOpt = "vader", budget: Annotated[int, typer.Option(help="l
 @friendly
 def eval_(oracle: OracleOpt = "vader", store: StoreOpt = DEFAULT_STORE,
           adapter: Annotated[int | None, typer.Option(help="adapter version (default: all)")] = None,
-          prompts: Annotated[int | None, typer.Option(help="test prompts to use (default: all)")] = None,
+          prompts: Annotated[int, typer.Option(
+              help=f"test prompts to use (default {EVAL_PROMPTS}, sized for a CPU; 0 = the whole test split)")]
+          = EVAL_PROMPTS,
           model: ModelOpt = None, device: DeviceOpt = None) -> None:
-    """Win-rate of adapters vs the reference on the test split (cached per adapter, oracle, settings)."""
+    """Win-rate of adapters vs the reference on the test split, one line per adapter.
+
+    Each prompt's result is saved as it is judged: after Ctrl-C the same command continues, and a
+    finished evaluation is cached per adapter, oracle and settings.
+    """
     from apl_tui.batch import evaluate
     from apl_tui.oracles import build_oracle
 
@@ -169,8 +185,8 @@ def eval_(oracle: OracleOpt = "vader", store: StoreOpt = DEFAULT_STORE,
     if not versions:
         raise AplError("no adapter to evaluate yet", hint="train a round first (apl train or apl run)")
     for v in versions:
-        row = _heavy(lambda sink, cancel: evaluate(engine, judge, adapter_version=v, prompts=prompts, sink=sink,
-                                                   cancel=cancel))
+        row = _heavy(lambda sink, cancel: evaluate(engine, judge, adapter_version=v, prompts=prompts or None,
+                                                   sink=sink, cancel=cancel))
         rate = "–" if row["win_rate"] is None else f"{row['win_rate']:.3f} ± {row['stderr']:.3f}"
         out.print(f"adapter v{v}: win-rate {rate} vs reference ({row['wins']} wins, {row['losses']} losses, "
                   f"{row['ties']} ties, n={row['n']}, {judge.name}){' [cached]' if row.get('cached') else ''}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from apl_tui.cli.common import app, cancel_on_ctrl_c, err, friendly, out
+from apl_tui.cli.common import app, cancel_on_ctrl_c, err, friendly, out, stopped
 from apl_tui.errors import AplError, Cancelled
 
 
@@ -37,9 +37,9 @@ def experiment(
     else:
         with cancel_on_ctrl_c() as cancel, RichSink() as sink:
             try:
-                rows = run_experiment(exp, output=folder, sink=sink, cancel=cancel, log=sink.progress.console.print)
+                rows = run_experiment(exp, output=folder, sink=sink, cancel=cancel, log=sink.say)
             except Cancelled:
-                raise AplError("stopped; finished points are kept", hint="rerun the same command to continue") from None
+                raise stopped() from None
     summary = summarise(rows)
     table = Table("method", *[str(p[0]) for p in next(iter(summary.values()), [])], "labels to match random",
                   title="win-rate vs reference (mean ± s.e. over seeds)")

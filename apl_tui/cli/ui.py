@@ -84,7 +84,7 @@ def prepare_demo(store: Path, model: str | None) -> list[str]:
         example_cfg = EXAMPLES / "config.toml"
         cfg = new_store_config(example_cfg if example_cfg.exists() else None, model)
         Store.create(store, cfg).close()
-        done.append(f"created store {store} (model {cfg.model.spec})")
+        done.append(f"created a new store in {store}/ (model {cfg.model.spec})")
     with Store(store) as s:
         if not s.prompt_counts():
             for split in ("train", "test"):
