@@ -28,6 +28,9 @@ from apl_tui.store import Store
 
 logger = logging.getLogger(__name__)
 
+QUICK_FIRST_CHUNK = 2
+"""Pairs in the first chunk a refill commits when a person waits in front of an empty pool."""
+
 
 class Learner:
     """Heavy work over one store and one policy (loaded lazily, in whichever thread calls first)."""
@@ -90,12 +93,17 @@ class Learner:
         return max(a.pool_size, factor * self.config.loop.round_size)
 
     def refill(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
-               target: int | None = None) -> int:
-        """Generate pairs until the pool holds `target` (default `pool_target`); returns pairs added."""
+               target: int | None = None, *, quick_start: bool = False) -> int:
+        """Generate pairs until the pool holds `target` (default `pool_target`); returns pairs added.
+
+        With `quick_start` and an empty pool, the first committed chunk is small
+        (`QUICK_FIRST_CHUNK` pairs), so a waiting person gets a pair in a fraction of the time.
+        """
         with self.heavy_lock, self._timed("refill"):
             policy = self.load_policy(sink, cancel)
+            first = QUICK_FIRST_CHUNK if quick_start and self.store.pool_size() == 0 else None
             return pool.refill(self.store, policy, self.config, target=target or self.pool_target(),
-                               seed=self._seed("refill"), sink=sink, cancel=cancel)
+                               seed=self._seed("refill"), sink=sink, cancel=cancel, first_chunk=first)
 
     def score(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
               limit: int | None = None) -> int:
@@ -149,14 +157,15 @@ class Learner:
         Order: load the model; refill when the pool is below `low_water` (a person is waiting for
         pairs, so this comes before a round); train when a round is due, topping the pool up
         between optimizer steps; score what the current adapter has not scored (so the queue is
-        fresh). A refill that finds no unused prompt adds nothing and the order moves on.
+        fresh); top the pool up when a whole generation batch is missing. A refill that finds no
+        unused prompt adds nothing and the order moves on.
         """
         if self.policy is None:
             with self.heavy_lock:
                 self.load_policy(sink, cancel)
             return "loaded model"
         if self.pool_low():
-            n = self.refill(sink, cancel)
+            n = self.refill(sink, cancel, quick_start=True)
             if n:
                 return f"generated {n} pairs"
         if self.round_due()[0]:
@@ -166,6 +175,11 @@ class Learner:
         if self.store.unscored_ids(self.policy.adapter_version, a.name, limit=1):
             n = self.score(sink, cancel, limit=a.chunk_size)
             return f"scored {n} pairs"
+        # Nothing urgent: top the pool up by whole batches, so the buffer is full when a round starts.
+        if self.pool_target() - self.store.pool_size() >= self.config.generation.batch_size:
+            n = self.refill(sink, cancel)
+            if n:
+                return f"generated {n} pairs"
         return None
 
 

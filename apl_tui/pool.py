@@ -38,13 +38,14 @@ def pair_logps(policy: Any, cands: Sequence[dict], *, adapter: bool, batch_size:
 
 
 def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
-           sink: ProgressSink, cancel: threading.Event | None) -> int:
+           sink: ProgressSink, cancel: threading.Event | None, first_chunk: int | None = None) -> int:
     """Generate pairs until the pool holds `target` unlabeled pairs (or prompts run out).
 
     entropy and hybrid filter prompts first: F_e prompts are scored by predictive entropy for each
     pair made, and only the most uncertain get a pair (the paper's stage 1). The work goes in
     chunks of `generation.batch_size` pairs, each committed at once, so the first pairs are ready
-    to label long before the pool is full.
+    to label long before the pool is full. `first_chunk` (pairs) makes the first chunk smaller,
+    for a person waiting in front of an empty pool.
     """
     need = target - store.pool_size()
     if need <= 0:
@@ -59,9 +60,11 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
     # Say at once what is happening: the first chunk can take minutes on a CPU.
     sink(StepProgressed("generating", 0, min(need, len(picked))))
     chunk = gen.batch_size * factor
-    for i, start in enumerate(range(0, len(picked), chunk)):
+    first = chunk if first_chunk is None else max(1, min(first_chunk, gen.batch_size)) * factor
+    starts = [0, *range(first, len(picked), chunk)] if first < len(picked) else [0]
+    for i, start in enumerate(starts):
         check_cancel(cancel)
-        part = picked[start:start + chunk]
+        part = picked[start:start + (first if i == 0 else chunk)]
         # Each chunk keeps its share; when prompts are scarce the filter relaxes rather than run dry.
         keep = min(need - added, math.ceil(len(part) * need / len(picked)))
         added += _refill_chunk(store, policy, cfg, part, keep=keep, seed=seed + 7919 * i)

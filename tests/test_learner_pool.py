@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from apl_tui.config import AplConfig
 from apl_tui.desk import LabelDesk
-from apl_tui.events import PoolGenerated, TrainStepDone
-from apl_tui.learner import Learner
+from apl_tui.events import PoolGenerated, StepProgressed, TrainStepDone
+from apl_tui.learner import QUICK_FIRST_CHUNK, Learner
 from apl_tui.store import Store
 from tests.fakes import FakePolicy
 
@@ -37,7 +37,11 @@ def test_a_low_pool_is_refilled_before_a_due_round(tmp_path):
     cfg = _config()
     store = _store(tmp_path, cfg)
     learner, desk = Learner(store, cfg, policy=FakePolicy()), LabelDesk(store, cfg)
-    assert learner.step() == "generated 8 pairs"
+    events: list = []
+    assert learner.step(events.append) == "generated 8 pairs"
+    # in front of an empty pool the first chunk is small: a pair to label comes sooner
+    done = [e.done for e in events if isinstance(e, StepProgressed)]
+    assert done[:3] == [0, QUICK_FIRST_CHUNK, QUICK_FIRST_CHUNK + cfg.generation.batch_size]
     _label(desk, 6)  # a round is due, and the pool (2) is below low water (4)
     assert learner.round_due()[0] and store.pool_size() == 2
     assert learner.step() == "generated 6 pairs"

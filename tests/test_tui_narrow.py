@@ -60,3 +60,27 @@ async def test_undo_takes_the_label_out_of_the_rate(store: Store) -> None:
         await pilot.press("u")
         assert len(screen.session_times) == 2
         assert screen.desk_status is not None and screen.desk_status.labels_session == 2
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+async def test_a_stop_signal_leaves_like_q(store: Store, sig: str) -> None:
+    import os
+    import signal
+
+    number = getattr(signal, sig)
+    fallback: list[int] = []
+    previous = signal.signal(number, lambda s, f: fallback.append(s))  # if the app did not take it over
+    try:
+        app = new_app(store)
+        async with app.run_test(size=WIDE) as pilot:
+            await pilot.press("1")
+            os.kill(os.getpid(), number)
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if app.shutdown_seconds is not None:
+                    break
+        assert not fallback, "the app did not handle the signal"
+        assert app.shutdown_seconds is not None  # cancel → join → final snapshot ran
+        assert (store.root / "snapshot").exists()
+    finally:
+        signal.signal(number, previous)

@@ -191,11 +191,11 @@ async def test_worker_fills_empty_pool_and_reports_progress(tmp_path: Path) -> N
 
     app = LabelApp(LabelDesk(store), ScriptedLearner(store, [generate, train]))
     async with app.run_test(size=NARROW) as pilot:
-        await wait_until(pilot, lambda: "generating 1/2" in text(app, "#status"))
+        await wait_until(pilot, lambda: "gen 1/2" in text(app, "#status"))
         assert "generating pairs (1/2)" in text(app, "#waiting")
         release.set()
         await wait_until(pilot, lambda: app.screen.shown is not None)  # type: ignore[attr-defined]
-        await wait_until(pilot, lambda: "training step 3/3 loss 0.40" in text(app, "#status"))
+        await wait_until(pilot, lambda: "train 3/3 loss 0.40" in text(app, "#status"))
         await pilot.press("q")
     # The long step saw the cancel: quitting joined the thread instead of abandoning it.
     assert app.learner_thread is not None and not app.learner_thread.alive

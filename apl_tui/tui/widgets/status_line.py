@@ -48,6 +48,17 @@ def undone_text(status: Any, compact: bool = False) -> str:
     return f"v{status.adapter_version} trained on {n} undone label{'' if n == 1 else 's'}; {after}"
 
 
+SHORT_WORDS = (("training step", "train"), ("generating", "gen"), ("scoring", "score"), ("reference", "ref"))
+"""Shorter words for the worker's activity in the compact status line."""
+
+
+def _short_activity(activity: str) -> str:
+    for long, short in SHORT_WORDS:
+        if activity.startswith(long):
+            return short + activity[len(long):]
+    return activity
+
+
 def status_text(status: Any, activity: str, per_hour: float | None, shown: ShownPair | None,
                 compact: bool = False) -> str:
     """One line of facts, most important first, separated by ' │ ' (shorter words when compact).
@@ -75,7 +86,7 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
         if undone:
             parts.append(undone)
     if activity:
-        parts.append(activity)
+        parts.append(_short_activity(activity) if compact else activity)
     stale = staleness_text(shown)
     if stale:
         parts.append(stale.replace("scored by ", "by ").replace(" labels ago", " ago").replace(" label ago", " ago")
