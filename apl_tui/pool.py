@@ -37,6 +37,24 @@ def pair_logps(policy: Any, cands: Sequence[dict], *, adapter: bool, batch_size:
     return [(float(lp[i]), float(lp[n + i])) for i in range(n)]
 
 
+def _chunk_bounds(n: int, batch: int, factor: int, first: int | None) -> list[tuple[int, int]]:
+    """[start, end) of each chunk of `n` prompts: `batch` pairs (× `factor` prompts) each, or,
+    from a small `first`, doubling up to `batch` (a person waiting gets pairs sooner).
+
+    >>> _chunk_bounds(10, 4, 1, None)
+    [(0, 4), (4, 8), (8, 10)]
+    >>> _chunk_bounds(20, 8, 1, 2)
+    [(0, 2), (2, 6), (6, 14), (14, 20)]
+    """
+    size = batch if first is None else max(1, min(first, batch))
+    bounds, start = [], 0
+    while start < n:
+        bounds.append((start, min(n, start + size * factor)))
+        start += size * factor
+        size = min(batch, size * 2)
+    return bounds
+
+
 def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
            sink: ProgressSink, cancel: threading.Event | None, first_chunk: int | None = None) -> int:
     """Generate pairs until the pool holds `target` unlabeled pairs (or prompts run out).
@@ -44,8 +62,8 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
     entropy and hybrid filter prompts first: F_e prompts are scored by predictive entropy for each
     pair made, and only the most uncertain get a pair (the paper's stage 1). The work goes in
     chunks of `generation.batch_size` pairs, each committed at once, so the first pairs are ready
-    to label long before the pool is full. `first_chunk` (pairs) makes the first chunk smaller,
-    for a person waiting in front of an empty pool.
+    to label long before the pool is full. `first_chunk` (pairs) starts with a smaller chunk and
+    doubles up to a full batch, for a person waiting in front of an empty pool.
     """
     need = target - store.pool_size()
     if need <= 0:
@@ -59,12 +77,9 @@ def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
     added = 0
     # Say at once what is happening: the first chunk can take minutes on a CPU.
     sink(StepProgressed("generating", 0, min(need, len(picked))))
-    chunk = gen.batch_size * factor
-    first = chunk if first_chunk is None else max(1, min(first_chunk, gen.batch_size)) * factor
-    starts = [0, *range(first, len(picked), chunk)] if first < len(picked) else [0]
-    for i, start in enumerate(starts):
+    for i, (start, end) in enumerate(_chunk_bounds(len(picked), gen.batch_size, factor, first_chunk)):
         check_cancel(cancel)
-        part = picked[start:start + (first if i == 0 else chunk)]
+        part = picked[start:end]
         # Each chunk keeps its share; when prompts are scarce the filter relaxes rather than run dry.
         keep = min(need - added, math.ceil(len(part) * need / len(picked)))
         added += _refill_chunk(store, policy, cfg, part, keep=keep, seed=seed + 7919 * i)

@@ -41,7 +41,7 @@ def test_a_low_pool_is_refilled_before_a_due_round(tmp_path):
     assert learner.step(events.append) == "generated 8 pairs"
     # in front of an empty pool the first chunk is small: a pair to label comes sooner
     done = [e.done for e in events if isinstance(e, StepProgressed)]
-    assert done[:3] == [0, QUICK_FIRST_CHUNK, QUICK_FIRST_CHUNK + cfg.generation.batch_size]
+    assert done[:3] == [0, QUICK_FIRST_CHUNK, 3 * QUICK_FIRST_CHUNK]  # then doubling up to a batch
     _label(desk, 6)  # a round is due, and the pool (2) is below low water (4)
     assert learner.round_due()[0] and store.pool_size() == 2
     assert learner.step() == "generated 6 pairs"

@@ -31,11 +31,13 @@ def run_app(engine: Any, *, start_worker: bool = True) -> None:
         status = engine.desk.status()
     finally:
         store.close()
-    err.print(f"{status.labels_session} labels this session, {status.labels_total} in {store.root}; all saved")
+    n = status.labels_session
+    err.print(f"{n} label{'' if n == 1 else 's'} this session, {status.labels_total} in {store.root}; all saved")
     if label_app.worker_running:
         # The learner was abandoned inside a model load or a torch kernel. Every label is
         # committed and the store is closed; waiting for the interpreter to wind that thread
-        # (and the loaders' own pools) down would keep the user from their shell for seconds.
+        # (and the loaders' own pools) down would keep the user from their shell for seconds,
+        # and finalising under a thread inside torch can abort the process ("terminate called…").
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
