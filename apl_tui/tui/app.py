@@ -121,7 +121,11 @@ class LabelApp(App[None]):
         # The learner holds the GIL between torch kernels; a labeler's key press should not wait
         # out CPython's default 5 ms switch interval several times per frame.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        self.push_screen(LabelScreen(self.desk, reveal=self.config.loop.reveal))
+        screen = LabelScreen(self.desk, reveal=self.config.loop.reveal)
+        # The first frame already knows a worker is coming (it starts right after that frame).
+        screen.worker_running = self.learner is not None
+        screen.activity = self.activity
+        self.push_screen(screen)
         self.snapshots.mark_dirty()
         self.snapshots.start()
         self._handle_stop_signals()

@@ -41,15 +41,19 @@ def waiting_text(*, worker_running: bool, model_loaded: bool, activity: str, bat
         return ("No pairs to label, and the background worker is stopped.\n"
                 "Restart it from the palette (ctrl+p → restart worker), or import prompts.")
     if not model_loaded:
-        return ("No pair to label yet: the worker is loading the model (the first start converts it once).\n"
-                f"Then it generates pairs; each batch of {batch} shows here as soon as it is saved.")
+        doing = f" ({activity})" if activity.startswith("converting") else ""
+        return (f"No pair to label yet: the worker is loading the model{doing}; the first start converts it once.\n"
+                f"Then it generates pairs; the first ones show here within one small batch.")
     if activity.startswith("generating"):
         return (f"No pair to label yet: the worker is generating pairs ({activity.split(' ', 1)[-1]}).\n"
                 f"Each batch of {batch} shows here as soon as it is saved.")
     if activity.startswith("training"):
         return (f"No pair to label: the worker is in a training round ({activity}).\n"
                 "It refills the pool right after this step; pairs follow within one step.")
-    if activity.startswith(("scoring", "reference", "loaded", "model loaded", "starting")):
+    if activity.startswith(("loaded", "model loaded")):
+        return ("No pair to label yet: the model is loaded; the worker generates pairs next.\n"
+                "The first ones show here within one small batch.")
+    if activity.startswith(("scoring", "reference", "starting")):
         return (f"No pair to label yet: the worker is {activity}.\n"
                 "It refills the pool next; pairs follow as soon as the first batch is saved.")
     return ("No pairs to label: every training prompt already has a pair.\n"
