@@ -162,8 +162,10 @@ def test_migration_builds_the_queue_from_an_old_log(tmp_path):
     score_all(store, {c[0]: 0.5, c[1]: 0.9}, version=1)
     store.record_label(c[1], "a", source="human")
     expected = _queue(store)
+    # back to a v2 store: drop what migration 3 and later ones made
     store.cursor().execute("DROP TABLE queue")
     store.cursor().execute("DROP TABLE adapter_retirements")
+    store.cursor().execute("DROP TABLE eval_items")
     store.cursor().execute("DELETE FROM schema_migrations WHERE version >= 3")
     store.close()
     again = Store(tmp_path)

@@ -58,7 +58,7 @@ def test_labels_survive_kill_9(tmp_path: Path) -> None:
         expected_effective = 0
         for key, effective in (("1", 1), ("2", 2), ("t", 3), ("4", 4), ("u", 3), ("s", 4), ("Left", 5)):
             tmux("send-keys", "-t", session, key)
-            wait_for(session, f"{effective} labels ({effective} now")
+            wait_for(session, f"{effective} label{'' if effective == 1 else 's'} ({effective} now")
             expected_effective = effective
         pane = wait_for(session, "last: you chose A")
         prompt_line = next(line for line in pane.splitlines() if "Prompt " in line)

@@ -2,7 +2,7 @@
 
 Big stores are built the way a bulk load would: `INSERT … SELECT … FROM range(n)` into prompts,
 candidates (with cached reference log-probs) and scores, then the queue is rebuilt by
-migration 3 itself (drop it, forget version 3, reopen the store).
+migration 3's own SQL.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def build_store(root: Path, n: int, *, labeled: int = 0) -> Any:
 
     Scores are a deterministic hash in [0, 1) by adapter v1 under 'hybrid'. Returns the open Store.
     """
+    from apl_tui import migrations
     from apl_tui.store import Store
 
     store = Store.create(root)
@@ -43,11 +44,12 @@ def build_store(root: Path, n: int, *, labeled: int = 0) -> Any:
             cur.execute("INSERT INTO labels (candidate_id, outcome, shown_left, source) "
                         "SELECT i + 1, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 'a', 'human' FROM range(?) t(i)",
                         [labeled])
+        # Migration 3's own SQL rebuilds the queue from candidates, scores and labels (run here
+        # directly: later migrations may exist, so forgetting version 3 would not re-run it).
         cur.execute("DROP TABLE queue")
-        cur.execute("DROP TABLE adapter_retirements")
-        cur.execute("DELETE FROM schema_migrations WHERE version >= 3")
+        cur.execute(next(sql for version, _, sql in migrations.MIGRATIONS if version == 3))
     store.close()
-    return Store(root)  # migration 3 rebuilds the queue from candidates, scores and labels (4 re-adds retirements)
+    return Store(root)
 
 
 def cycle_latency(store: Any, *, warmup: int, repeats: int) -> tuple[Stat, Stat]:
