@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from apl_tui.cache import model_cache_dir
 from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly
 
 adapter_app = typer.Typer(help="Manage trained adapter versions.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def export(
     from apl_tui.store import Store
 
     with Store(store) as s:
-        cache = Path(os.environ.get("APL_CACHE_DIR") or s.cache_dir)
+        cache = model_cache_dir()  # one per user, shared by every store
         info = export_adapter(s, version, dest, merge=merge, cache_dir=cache)
     if info["retired"]:
         err.print(f"[yellow]note:[/] adapter v{version} is retired in this store; exported anyway", highlight=False)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from apl_tui.cache import model_cache_dir
 from apl_tui.cli.common import err
 
 
@@ -21,7 +21,7 @@ def import_completions_command(file: Path, store: Path, *, keep_verdicts: bool, 
     with Store(store) as s:
         cfg = s.load_config()
         rows = read_completions(file)  # file errors first: they cost no tokenizer load
-        cache = Path(os.environ.get("APL_CACHE_DIR") or s.cache_dir)
+        cache = model_cache_dir()  # one per user, shared by every store
         tokenizer, context = load_tokenizer(cfg.model.spec, cache, trust_remote_code=cfg.model.trust_remote_code)
         budget = completion_budget(context, cfg.model.max_prompt_tokens, limit)
         report = import_completions(s, file, tokenizer=tokenizer, max_tokens=budget, keep_verdicts=keep_verdicts,
