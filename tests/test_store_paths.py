@@ -42,7 +42,7 @@ def test_snapshot_and_readers_work_in_a_folder_with_quotes_and_brackets(tmp_path
 def test_init_and_import_print_the_odd_path_whole(tmp_path: Path) -> None:
     root = tmp_path / ODD
     r = runner.invoke(app, ["init", "--store", str(root)])
-    assert r.exit_code == 0 and f"store {root} created" in r.stderr
+    assert r.exit_code == 0 and f"created a new store in {root}/" in r.stderr
     prompts = tmp_path / "[train] prompts.txt"
     prompts.write_text("one\ntwo\n")
     r = runner.invoke(app, ["import", str(prompts), "--store", str(root)])
