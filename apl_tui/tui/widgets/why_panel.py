@@ -31,13 +31,19 @@ def screen_rewards(shown: ShownPair) -> tuple[float | None, float | None, float 
     return shown.reward_b, shown.reward_a, p_left
 
 
-def why_text(shown: ShownPair) -> str:
-    """The full 'why this pair' line for a pair."""
+def why_text(shown: ShownPair, *, labeled: bool = True) -> str:
+    """The full 'why this pair' line for a pair.
+
+    Before the label (`labeled` False) nothing tells a control pair from an acquired one: the
+    arms must look alike while a person decides. Probes are never named.
+    """
     r_left, r_right, p_left = screen_rewards(shown)
     parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"rank {shown.rank or '–'}",
              f"entropy {_num(shown.entropy)}", f"r̂A {_num(r_left)}", f"r̂B {_num(r_right)}",
              f"p(A≻B) {_num(p_left)}"]
-    if shown.control:
+    if not labeled:  # a control pair has no rank: showing one would give the arm away
+        del parts[1]
+    if shown.control and labeled:
         parts.append("random control pair")
     if shown.fallback:
         parts.append(f"fallback: {shown.fallback}")
@@ -55,7 +61,7 @@ class WhyPanel(Static):
     def show_current(self, shown: ShownPair | None) -> None:
         """Reveal the reasons for the pair on screen (loop.reveal = "always")."""
         # Text, not markup: acquisition names and fallbacks come from settings and stores.
-        self.update(Text("" if shown is None else f"why: {why_text(shown)}"))
+        self.update(Text("" if shown is None else f"why: {why_text(shown, labeled=False)}"))
 
     def show_last(self, shown: ShownPair, verdict: str) -> None:
         """After a label: the verdict just given and why that pair was asked."""
