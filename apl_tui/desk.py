@@ -33,6 +33,8 @@ class DeskStatus:
     """Labels the current adapter trained on that were undone since (it knows them until retrained)."""
     next_round_resets: bool = True
     """Whether the next round trains a fresh adapter (reset regime), dropping undone labels' effect."""
+    progress: str = "round"
+    """What labels_since_round / round_due_at count towards: "round" (training) or "eval" (apl label --eval)."""
 
 
 def round_due(config: AplConfig, state: dict[str, Any]) -> tuple[bool, int, int]:

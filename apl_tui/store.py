@@ -31,6 +31,7 @@ from apl_tui.atomic import remove_leftovers
 from apl_tui.config import AplConfig
 from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
+from apl_tui.eval_store import EvalStoreMixin
 from apl_tui.probes import ProbeMixin
 from apl_tui.queue import _SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
@@ -50,7 +51,7 @@ def is_lock_error(e: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store(QueueMixin, ImportMixin, ProbeMixin):
+class Store(QueueMixin, ImportMixin, ProbeMixin, EvalStoreMixin):
     """A store folder and its open database.
 
     >>> import tempfile

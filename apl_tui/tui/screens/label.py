@@ -102,6 +102,9 @@ class LabelScreen(Screen[None]):
         self.call_after_refresh(self.refresh_status)
 
     def _waiting_text(self) -> str:
+        own = getattr(self.desk, "waiting_text", None)  # a desk with its own words (apl label --eval)
+        if own is not None and (self.worker_running or self.desk.finished):
+            return own()
         if not self.worker_running:
             return ("No pairs to label, and the background worker is stopped.\n"
                     "Restart it from the palette (ctrl+p → restart worker), or import prompts.")

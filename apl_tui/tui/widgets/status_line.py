@@ -62,11 +62,13 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
         if compact:
             parts.append(f"{status.labels_total} labels ({status.labels_session} now, {rate}/h)")
             parts.append(f"pool {status.pool_size}")
-            parts.append(f"{adapter} {status.labels_since_round}/{status.round_due_at}")
+            parts.append(f"{adapter} {status.labels_since_round}/{status.round_due_at}"
+                         + (" eval" if getattr(status, "progress", "round") == "eval" else ""))
         else:
             parts.append(f"labels {status.labels_total} / {status.labels_session} now / {rate}/h")
             parts.append(f"pool {status.pool_size}")
-            parts.append(f"adapter {adapter} (round {status.labels_since_round}/{status.round_due_at})")
+            progress = getattr(status, "progress", "round")
+            parts.append(f"adapter {adapter} ({progress} {status.labels_since_round}/{status.round_due_at})")
         undone = undone_text(status, compact)
         if undone:
             parts.append(undone)
