@@ -306,8 +306,8 @@ def evidence(con: Any, window: int = WINDOW) -> Evidence:
 def evidence_lines(ev: Evidence, window: int = WINDOW) -> list[tuple[str, str]]:
     """(heading, text) rows that `apl stats` and the stats screen print the same way."""
     rows = [(f"prequential (last {window})", ev.overall.text()),
-            ("", f"{ev.predicted} a/b labels carried a prediction; {ev.unpredicted} did not (ranked at "
-                 "warm-up with r̂ = 0, p = 0.5, or by a function without r̂) and are excluded")]
+            ("", f"{ev.predicted} a/b labels carried a prediction; {ev.unpredicted} excluded (ranked at "
+                 "warm-up, r̂ = 0 and p = 0.5, or by a function without r̂)")]
     for v, pq in ev.by_adapter.items():
         rows.append((f"  predicted by v{v}", pq.text()))
     c = ev.consistency

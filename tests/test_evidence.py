@@ -146,3 +146,61 @@ def test_arms_side_by_side_with_a_sentence(tmp_path):
     assert ev.acquired.tie.n == ev.acquired.labels
     assert ev.acquired.decision_ms.lo <= ev.acquired.decision_ms.value <= ev.acquired.decision_ms.hi
     assert "accuracy" in ev.sentence and "control" in ev.sentence
+
+
+def test_apl_stats_prints_evidence_and_draws_the_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from typer.testing import CliRunner
+
+    from apl_tui.cli import app
+
+    cfg = AplConfig().replace("acquisition", name="certainty", control_share=0.3).replace("loop", probe_share=0.0)
+    store = make_store(tmp_path / "s", prompts=20, config=cfg)
+    store.add_scores([ScoreRow(c["id"], 1, "certainty", float(c["id"]), p_a=0.7) for c in store.candidates()])
+    store.add_adapter(version=1, parent=None, labels_used=8, label_hash="h", regime="reset", path="adapters/v1",
+                      config={}, metrics={"loss": 0.6, "rewards/margins": 0.3}, manifest={}, steps=[])
+    store.add_eval({"adapter_version": 1, "oracle": "vader", "settings_hash": "x", "n": 10, "wins": 7, "losses": 3,
+                    "ties": 0, "unparseable": 0, "win_rate": 0.7, "stderr": 0.14})
+    store.add_eval({"adapter_version": 1, "oracle": "human", "settings_hash": "x", "n": 4, "wins": 3, "losses": 1,
+                    "ties": 0, "unparseable": 0, "win_rate": 0.75, "stderr": 0.22})
+    desk = LabelDesk(store)
+    for i in range(12):
+        desk.record_label(desk.next_pair(), "a" if i % 3 else "b", latency_ms=800)
+    store.close()
+    png = tmp_path / "evidence.png"
+    r = CliRunner().invoke(app, ["stats", "--store", str(tmp_path / "s"), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "prequential (last 50)" in r.stdout and "acc 0.67" in r.stdout  # 8 of 12 chose a, p(a) = .7
+    flat = " ".join(r.stdout.replace("│", " ").split())
+    assert "0.750 ± 0.220 (human," in flat and "0.700 ± 0.140 (vader," in flat
+    assert "acquired" in r.stdout and "control" in r.stdout and "self-agreement" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(app, ["stats", "--store", str(tmp_path / "s"), "--plot", str(tmp_path / "x.jpg")])
+    assert bad.exit_code == 1 and "PNG" in bad.stderr and "Traceback" not in bad.output
+
+
+async def test_stats_screen_shows_the_evidence_and_curves(tmp_path):
+    from apl_tui.tui.app import LabelApp
+    from apl_tui.tui.screens.stats import StatsScreen
+
+    cfg = AplConfig().replace("acquisition", name="certainty", control_share=0.3).replace("loop", probe_share=0.0)
+    store = make_store(tmp_path / "s", prompts=20, config=cfg)
+    store.add_scores([ScoreRow(c["id"], 1, "certainty", float(c["id"]), p_a=0.7) for c in store.candidates()])
+    app = LabelApp(LabelDesk(store))
+    async with app.run_test(size=(160, 60)) as pilot:
+        for _ in range(6):
+            await pilot.press("1")
+        await pilot.press("g")
+        assert isinstance(app.screen, StatsScreen)
+        console_text = _render(app.screen.query_one("#stats-evidence").content)
+        assert "prequential (last 50)" in console_text and "random control" in console_text
+        assert "accuracy curve, acquired" in console_text and "self-agreement" in console_text
+    store.close()
+
+
+def _render(renderable) -> str:
+    from rich.console import Console
+
+    console = Console(width=160, record=True)
+    console.print(renderable)
+    return console.export_text()

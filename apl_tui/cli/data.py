@@ -261,8 +261,10 @@ def stats(
         out.print(t)
     else:
         out.print("rounds       none yet")
+    lines = Table.grid(padding=(0, 2))
     for head, text in evidence_lines(ev):
-        out.print(f"{head:<26} {text}", highlight=False)
+        lines.add_row(head, text)
+    out.print(lines)
     arms = Table("", "acquired", "control", title="acquired vs random control (95% intervals)")
     for row in arms_rows(ev):
         arms.add_row(*row)
