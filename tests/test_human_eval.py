@@ -92,3 +92,16 @@ async def test_eval_screen_labels_blind_pairs_with_the_same_keys(tmp_path: Path)
     human = [e for e in stats(store.cursor())["evals"] if e["oracle"] == "human"]
     assert human[0]["n"] == 2 and human[0]["win_rate"] == 1.0
     store.close()
+
+
+def test_label_eval_refuses_clearly_without_an_adapter(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from apl_tui.cli import app
+    from apl_tui.store import Store
+
+    Store.create(tmp_path / "s").close()
+    r = CliRunner().invoke(app, ["label", "--eval", "--store", str(tmp_path / "s")])
+    assert r.exit_code == 1 and "no adapter to evaluate yet" in r.stderr and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["label", "--adapter", "2", "--store", str(tmp_path / "s")])
+    assert r.exit_code == 1 and "--eval" in r.stderr
