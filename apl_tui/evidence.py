@@ -217,6 +217,9 @@ def arms_sentence(acquired: Arm, control: Arm) -> str:
     """One plain sentence on what the difference between the arms means."""
     a, c = acquired.prequential.accuracy, control.prequential.accuracy
     if a.n and c.n:
+        if a.hi < 0.5 and c.hi < 0.5 or (a.value < 0.5 and c.value < 0.5):  # type: ignore[operator]
+            return (f"The model is wrong more often than right on both arms (accuracy {a.value:.2f} acquired, "
+                    f"{c.value:.2f} control): it has not learned your preference yet.")
         if a.value < c.value:  # type: ignore[operator]
             claim = (f"acquired pairs are harder for the model: accuracy {a.value:.2f} vs {c.value:.2f} on control")
         elif a.value > c.value:  # type: ignore[operator]
@@ -284,6 +287,8 @@ class Evidence:
     """a/b labels that came with a prediction."""
     unpredicted: int
     """a/b labels without one (ranked at warm-up, by a function without r̂, or unscored)."""
+    warm_up: int
+    """Of those, the ones ranked before any adapter existed (r̂ = 0, p = 0.5)."""
     curve: dict[str, list[tuple[int, float]]]
     """Rolling prequential accuracy per arm ("acquired", "control"): (label ordinal, accuracy)."""
 
@@ -291,7 +296,9 @@ class Evidence:
 def evidence(con: Any, window: int = WINDOW) -> Evidence:
     """Compute every piece of evidence in a handful of queries (tens of ms at thousands of labels)."""
     preds = predictions(con)
-    decided = con.execute("SELECT count(*) FROM effective_labels WHERE outcome IN ('a', 'b')").fetchone()[0]
+    decided, warm = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE i.scored_by = 0) FROM effective_labels e "
+        "LEFT JOIN impressions i ON i.id = e.impression_id WHERE e.outcome IN ('a', 'b')").fetchone()
     versions = sorted({p.adapter_version for p in preds})
     acquired, control = arms(con, preds)
     return Evidence(
@@ -299,6 +306,7 @@ def evidence(con: Any, window: int = WINDOW) -> Evidence:
         by_adapter={v: prequential([p for p in preds if p.adapter_version == v], window) for v in versions},
         acquired=acquired, control=control, sentence=arms_sentence(acquired, control),
         consistency=consistency(con), predicted=len(preds), unpredicted=int(decided) - len(preds),
+        warm_up=int(warm),
         curve={"acquired": rolling_accuracy([p for p in preds if not p.control]),
                "control": rolling_accuracy([p for p in preds if p.control])})
 
@@ -306,8 +314,9 @@ def evidence(con: Any, window: int = WINDOW) -> Evidence:
 def evidence_lines(ev: Evidence, window: int = WINDOW) -> list[tuple[str, str]]:
     """(heading, text) rows that `apl stats` and the stats screen print the same way."""
     rows = [(f"prequential (last {window})", ev.overall.text()),
-            ("", f"{ev.predicted} a/b labels carried a prediction; {ev.unpredicted} excluded (ranked at "
-                 "warm-up, r̂ = 0 and p = 0.5, or by a function without r̂)")]
+            ("", f"{ev.predicted} a/b labels carried a prediction; {ev.unpredicted} excluded: {ev.warm_up} ranked "
+                 f"at warm-up (r̂ = 0, p = 0.5), {ev.unpredicted - ev.warm_up} shown unscored or by a function "
+                 "without r̂")]
     for v, pq in ev.by_adapter.items():
         rows.append((f"  predicted by v{v}", pq.text()))
     c = ev.consistency

@@ -48,6 +48,7 @@ def write_plot(data: PlotData, path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as e:
         raise AplError("matplotlib is not installed", hint="pip install 'apl-tui[plot]'") from e
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -72,6 +73,11 @@ def write_plot(data: PlotData, path: Path) -> None:
         ax3.plot(vs, [float("nan") if x is None else x for _, _, x in data.rounds], "s--", label="reward margin")
     ax3.set(title="training per round", xlabel="adapter version")
     _legend_or_note(ax3, "no rounds yet")
+    versions = sorted({v for pts in data.win_rates.values() for v, _, _ in pts} | {v for v, _, _ in data.rounds})
+    for ax in (ax2, ax3):  # adapter versions are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if versions:
+            ax.set_xlim(versions[0] - 0.5, versions[-1] + 0.5)
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -33,25 +34,29 @@ def unit_spark(values: list[float], width: int = 60) -> str:
     return "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, round(v * (len(BLOCKS) - 1))))] for v in vals)
 
 
-def evidence_table(ev: Any) -> Table:
-    """Prequential accuracy, the arms side by side, the labeler's consistency, the curves."""
+def evidence_table(ev: Any) -> Group:
+    """Prequential accuracy, the labeler's consistency, the arms side by side, the curves."""
     from apl_tui.evidence import arms_rows, evidence_lines
 
-    t = Table(box=None, show_header=False, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
-    t.add_column()
+    lines = Table(box=None, show_header=False, pad_edge=False)
+    lines.add_column(style="bold", min_width=26)
+    lines.add_column()
     for head, text in evidence_lines(ev):
-        t.add_row(head, text, "")
-    t.add_row("", "[b]acquired[/b]", "[b]random control[/b]")
+        lines.add_row(head, text)
+    arms = Table(box=None, pad_edge=False, header_style="bold")
+    arms.add_column("", style="bold", min_width=26)
+    arms.add_column("acquired")
+    arms.add_column("random control")
     for row in arms_rows(ev):
-        t.add_row(*row)
-    t.add_row("", ev.sentence, "")
+        arms.add_row(*row)
+    curves = Table(box=None, show_header=False, pad_edge=False)
+    curves.add_column(style="bold", min_width=26)
+    curves.add_column()
     for arm in ("acquired", "control"):
         pts = ev.curve.get(arm, [])
         curve = unit_spark([y for _, y in pts]) if pts else "–"
-        t.add_row(f"accuracy curve, {arm}", f"{curve}  (0–1, rolling 20, {len(pts)} labels)", "")
-    return t
+        curves.add_row(f"accuracy curve, {arm}", f"{curve}  (0–1, rolling 20, {len(pts)} labels)")
+    return Group(lines, arms, Text(ev.sentence), curves)
 
 
 def win_rate_lines(s: dict[str, Any]) -> str:

@@ -41,6 +41,8 @@ def why_text(shown: ShownPair, *, labeled: bool = True) -> str:
     parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"rank {shown.rank or '–'}",
              f"entropy {_num(shown.entropy)}", f"r̂A {_num(r_left)}", f"r̂B {_num(r_right)}",
              f"p(A≻B) {_num(p_left)}"]
+    if shown.score is None and shown.entropy is None and shown.p_a is None:
+        parts = [shown.acquisition or "unscored"] + parts[1:2]  # nothing measured: say only what it is
     if not labeled:  # a control pair has no rank: showing one would give the arm away
         del parts[1]
     if shown.control and labeled:
