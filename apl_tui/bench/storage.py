@@ -2,7 +2,7 @@
 
 Big stores are built the way a bulk load would: `INSERT … SELECT … FROM range(n)` into prompts,
 candidates (with cached reference log-probs) and scores, then the queue is rebuilt by
-migration 3 itself (drop it, forget version 3, reopen the store).
+migration 3's own SQL.
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ def build_store(root: Path, n: int, *, labeled: int = 0) -> Any:
             cur.execute("INSERT INTO labels (candidate_id, outcome, shown_left, source) "
                         "SELECT i + 1, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 'a', 'human' FROM range(?) t(i)",
                         [labeled])
+        # Migration 3's own SQL rebuilds the queue from candidates, scores and labels (running it
+        # directly: later migrations exist, so forgetting version 3 would not re-run it).
+        from apl_tui.migrations import MIGRATIONS
+
         cur.execute("DROP TABLE queue")
-        cur.execute("DROP TABLE adapter_retirements")
-        cur.execute("DELETE FROM schema_migrations WHERE version >= 3")
+        cur.execute({v: sql for v, _, sql in MIGRATIONS}[3])
     store.close()
-    return Store(root)  # migration 3 rebuilds the queue from candidates, scores and labels (4 re-adds retirements)
+    return Store(root)
 
 
 def cycle_latency(store: Any, *, warmup: int, repeats: int) -> tuple[Stat, Stat]:
