@@ -49,6 +49,8 @@ def plan_eval(store: Store, config: AplConfig, adapter_version: int | None = Non
     info = store.adapter(version)
     if info is None:
         raise AplError(f"no adapter v{version}", hint=f"versions: {', '.join(f'v{v}' for v in versions)}")
+    if info["retired"]:
+        raise AplError(f"adapter v{version} is retired", hint="evaluate another version (see `apl stats`)")
     tests = store.test_prompts(prompts)
     if not tests:
         raise AplError("no test prompts to evaluate on", hint="apl import FILE --split test")

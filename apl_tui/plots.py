@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apl_tui.atomic import atomic_file
 from apl_tui.errors import AplError
 from apl_tui.evidence import Evidence
 
@@ -79,15 +80,13 @@ def write_plot(data: PlotData, path: Path) -> None:
         if versions:
             ax.set_xlim(versions[0] - 0.5, versions[-1] + 0.5)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
     try:
-        fig.savefig(tmp, dpi=100)
+        with atomic_file(Path(path)) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     except OSError as e:
         raise AplError(f"cannot write {path}: {e.strerror}", hint="check the folder exists and is writable") from e
     finally:
         plt.close(fig)
-    tmp.replace(path)
 
 
 def _legend_or_note(ax: Any, note: str) -> None:
