@@ -222,6 +222,11 @@ class LoopConfig:
     seed: int = field(default=0, metadata=_help("seed for the loop's random choices", ge=0))
     reveal: str = field(default="after", metadata=_help(
         "show 'why this pair' after the label or always", choices=("after", "always")))
+    probe_share: float = field(default=0.03, metadata=_help(
+        "share of a person's pairs that re-ask an old pair with sides swapped (consistency probes; 0: off)",
+        ge=0, lt=1))
+    probe_min_age: int = field(default=20, metadata=_help(
+        "a probe re-asks a pair labeled at least this many labels ago", ge=1))
 
     def __post_init__(self) -> None:
         _validate_fields(self)

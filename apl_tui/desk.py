@@ -33,6 +33,8 @@ class DeskStatus:
     """Labels the current adapter trained on that were undone since (it knows them until retrained)."""
     next_round_resets: bool = True
     """Whether the next round trains a fresh adapter (reset regime), dropping undone labels' effect."""
+    progress: str = "round"
+    """What labels_since_round / round_due_at count towards: "round" (training) or "eval" (apl label --eval)."""
 
 
 def round_due(config: AplConfig, state: dict[str, Any]) -> tuple[bool, int, int]:
@@ -77,6 +79,9 @@ class LabelDesk:
             return shown_pair(shown, left=left, control=control, impression_id=imp)
         a = self.config.acquisition
         shown_count = self.store.impression_count()
+        probe = self._probe(source, shown_count)
+        if probe is not None:
+            return probe
         rng = random.Random(f"{self.config.loop.seed}:{shown_count}")
         control = rng.random() < a.control_share
         shown = None
@@ -92,6 +97,30 @@ class LabelDesk:
         imp = self.store.record_impression(shown, left=left, control=control, source=source) if record else 0
         return shown_pair(shown, left=left, control=control, impression_id=imp)
 
+    def _probe(self, source: str, shown_count: int) -> ShownPair | None:
+        """Now and then (loop.probe_share, a person's pairs only) re-ask an old pair, sides swapped.
+
+        Its own coin (not the control arm's), so turning probes on or off leaves the other draws
+        of a given impression count as they were. Batch oracles are not probed: their consistency
+        is not in question, and probes would spend their budget.
+        """
+        loop = self.config.loop
+        if source != "human" or loop.probe_share <= 0:
+            return None
+        rng = random.Random(f"{loop.seed}:probe:{shown_count}")
+        if rng.random() >= loop.probe_share:
+            return None
+        target = self.store.probe_target(source, min_age=loop.probe_min_age, seed=rng.randrange(2**31))
+        if target is None:
+            return None
+        label_id, cand, old_left = target
+        shown = self.store.probe_shown(cand, label_id)
+        if shown is None:
+            return None
+        left = "b" if old_left == "a" else "a"  # swapped: a consistent answer is the same a/b verdict
+        imp = self.store.record_impression(shown, left=left, control=False, source=source)
+        return shown_pair(shown, left=left, control=False, impression_id=imp)
+
     def record_label(self, shown: ShownPair, outcome: str, *, source: str = "human",
                      latency_ms: int | None = None, rationale: str | None = None,
                      sink: ProgressSink = ignore) -> int:
@@ -100,7 +129,7 @@ class LabelDesk:
             raise AplError(f"unknown outcome {outcome!r}", hint=f"one of {', '.join(OUTCOMES)}")
         label_id = self.store.record_label(shown.candidate_id, outcome, source=source, shown_left=shown.left,
                                            latency_ms=latency_ms, impression_id=shown.impression_id or None,
-                                           control=shown.control, rationale=rationale)
+                                           control=shown.control, rationale=rationale, probe=shown.probe)
         self._session_labels += 1
         sink(LabelRecorded(candidate_id=shown.candidate_id, outcome=outcome, source=source))
         return label_id
@@ -112,7 +141,8 @@ class LabelDesk:
             return None
         cand, left, control = undone
         self._session_labels = max(0, self._session_labels - 1)
-        shown = self.store.shown(cand)
+        probe_of = self.store.last_undone_probe(source)
+        shown = self.store.shown(cand) if probe_of is None else self.store.probe_shown(cand, probe_of)
         if shown is not None:  # served next (unless another source still labels it: then it is skipped)
             self.store.record_impression(shown, left=left or "a", control=control, source=source)
         return cand

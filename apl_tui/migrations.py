@@ -212,4 +212,55 @@ CREATE TABLE eval_items (
 );
 """))
 
+# Evidence for the person labeling (issue 13). Impressions keep the prediction the pair was shown
+# with (r̂_A, r̂_B, p(A≻B) by `scored_by`), so every a/b label is a prequential test of the model that
+# had not yet trained on it. Consistency probes re-ask an old pair with its sides swapped: they are
+# flagged in impressions and labels, and the views below ignore them, so a probe never becomes a
+# second training pair. Human evaluations (`apl label --eval`) keep their pairs and verdicts in
+# their own tables; they never touch labels, the queue or training.
+# `preferences` is dropped and made again, unchanged, after `effective_labels`: snapshot readers
+# recreate views in creation order, so a view must be newer than the views it reads.
+_PREFERENCES = MIGRATIONS[1][2][MIGRATIONS[1][2].index("CREATE VIEW preferences"):]
+MIGRATIONS.append((6, "prequential predictions, consistency probes, human evaluation", """
+DROP VIEW preferences;
+ALTER TABLE impressions ADD COLUMN reward_a DOUBLE;
+ALTER TABLE impressions ADD COLUMN reward_b DOUBLE;
+ALTER TABLE impressions ADD COLUMN p_a DOUBLE;
+ALTER TABLE impressions ADD COLUMN probe BOOLEAN DEFAULT false;
+ALTER TABLE impressions ADD COLUMN probe_of BIGINT;
+ALTER TABLE labels ADD COLUMN probe BOOLEAN DEFAULT false;
+CREATE OR REPLACE VIEW effective_labels AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT l.*, row_number() OVER (PARTITION BY l.candidate_id ORDER BY l.id DESC) AS rn
+    FROM labels l
+    WHERE l.outcome <> 'undo' AND NOT coalesce(l.probe, false)
+      AND NOT EXISTS (SELECT 1 FROM labels u WHERE u.outcome = 'undo' AND u.undoes = l.id)
+) WHERE rn = 1;
+""" + _PREFERENCES + """
+CREATE SEQUENCE eval_pair_ids START 1;
+CREATE TABLE eval_pairs (
+    id BIGINT PRIMARY KEY DEFAULT nextval('eval_pair_ids'),
+    adapter_version INTEGER NOT NULL,
+    settings_hash VARCHAR NOT NULL,
+    settings JSON,
+    position INTEGER NOT NULL,
+    prompt_id BIGINT NOT NULL,
+    completion_policy VARCHAR NOT NULL,
+    completion_reference VARCHAR NOT NULL,
+    policy_side VARCHAR NOT NULL CHECK (policy_side IN ('a', 'b')),
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE SEQUENCE eval_judgment_ids START 1;
+CREATE TABLE eval_judgments (
+    id BIGINT PRIMARY KEY DEFAULT nextval('eval_judgment_ids'),
+    eval_pair_id BIGINT NOT NULL,
+    outcome VARCHAR NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad', 'skip', 'undo')),
+    undoes BIGINT,
+    shown_left VARCHAR CHECK (shown_left IN ('a', 'b')),
+    source VARCHAR NOT NULL DEFAULT 'human',
+    latency_ms INTEGER,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+"""))
+
 LATEST = MIGRATIONS[-1][0]

@@ -81,16 +81,19 @@ class QueueMixin:
 
     def record_label(self, candidate_id: int, outcome: str, *, source: str, shown_left: str | None = None,
                      latency_ms: int | None = None, impression_id: int | None = None, control: bool = False,
-                     rationale: str | None = None) -> int:
-        """Append a label event, committed before returning (nothing is lost on a crash)."""
+                     rationale: str | None = None, probe: bool = False) -> int:
+        """Append a label event, committed before returning (nothing is lost on a crash).
+
+        A probe label (`probe`) answers a consistency probe: it never becomes a training pair.
+        """
 
         def write() -> int:
             with self.transaction() as cur:
                 row = cur.execute(
                     "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, "
-                    "control, rationale) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    "control, rationale, probe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control,
-                     rationale]).fetchone()
+                     rationale, probe]).fetchone()
                 cur.execute("DELETE FROM queue WHERE candidate_id = ?", [candidate_id])
                 cur.execute("UPDATE queue SET prompt_labeled = true WHERE NOT prompt_labeled AND prompt_id = "
                             "(SELECT prompt_id FROM candidates WHERE id = ?)", [candidate_id])
@@ -209,22 +212,32 @@ class QueueMixin:
         return int(self.cursor().execute("SELECT count(*) FROM impressions").fetchone()[0])
 
     def record_impression(self, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
-        """Log that a pair was put in front of a labeler; returns the impression id."""
+        """Log that a pair was put in front of a labeler; returns the impression id.
+
+        It keeps the prediction the pair was shown with (r̂_A, r̂_B, p(A≻B) by `scored_by`): the
+        label that follows is a test of that model, which has not trained on it (prequential).
+        """
+        probe_of = shown.get("probe_of")
         row = self.cursor().execute(
             "INSERT INTO impressions (candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
-            "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "source, reward_a, reward_b, p_a, probe, probe_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
             [shown["candidate_id"], left, control, shown["acquisition"], shown["score"], shown["rank"],
-             shown["scored_by"], source]).fetchone()
+             shown["scored_by"], source, shown.get("reward_a"), shown.get("reward_b"), shown.get("p_a"),
+             probe_of is not None, probe_of]).fetchone()
         return int(row[0])
 
     def pending_impression(self, source: str = "human") -> tuple[dict[str, Any], str, bool, int] | None:
         """The pair last shown to this source if still unlabeled: (shown, left, control, impression id)."""
         row = self.cursor().execute(
-            "SELECT i.id, i.candidate_id, i.shown_left, i.control, i.rank FROM impressions i "
+            "SELECT i.id, i.candidate_id, i.shown_left, i.control, i.rank, i.probe_of FROM impressions i "
             "WHERE i.source = ? ORDER BY i.id DESC LIMIT 1", [source]).fetchone()
         if row is None:
             return None
-        imp_id, cand, left, control, rank = row
+        imp_id, cand, left, control, rank, probe_of = row
+        if probe_of is not None:  # a probe's pair is labeled already: pending until the probe is answered
+            shown = self.probe_shown(cand, probe_of) if self.probe_pending(imp_id) else None  # type: ignore[attr-defined]
+            return None if shown is None else (shown, left, False, int(imp_id))
         if not self.cursor().execute("SELECT count(*) FROM queue WHERE candidate_id = ?", [cand]).fetchone()[0]:
             return None
         return self.shown(cand, rank), left, bool(control), int(imp_id)

@@ -81,6 +81,13 @@ class ShownPair:
     scored_by: int | None
     labels_since_scored: int | None
     impression_id: int = 0
+    probe_of: int | None = None
+    """For a consistency probe: the label whose pair this asks again (sides swapped); else None."""
+
+    @property
+    def probe(self) -> bool:
+        """Whether this is a consistency probe (it never trains; it measures agreement)."""
+        return self.probe_of is not None
 
     @property
     def left_text(self) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from apl_tui.errors import AplError, StoreError, StoreLockedError
 
 TABLES = ("prompts", "candidates", "scores", "labels", "impressions", "adapters", "train_metrics", "evals",
-          "adapter_retirements")
+          "adapter_retirements", "eval_pairs", "eval_judgments")
 """The tables a snapshot holds (the live store has these plus its bookkeeping tables)."""
 ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN")
 LIVE_ALIAS = "store"
@@ -53,7 +53,7 @@ _GAP = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*"
 _EXPLAIN = re.compile(rf"^{_GAP}EXPLAIN\b{_GAP}(?:ANALYZE\b|\([^()]*\))?(?P<inner>.*)$", re.IGNORECASE | re.DOTALL)
 
 TABLES_HINT = ("tables: prompts, candidates, scores, labels, impressions, adapters, adapter_retirements, "
-               "train_metrics, evals; "
+               "train_metrics, evals, eval_pairs, eval_judgments; "
                "views: preferences, effective_labels")
 
 

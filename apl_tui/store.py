@@ -32,6 +32,8 @@ from apl_tui.config import AplConfig
 from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.eval_items import EvalItemsMixin
+from apl_tui.eval_store import EvalStoreMixin
+from apl_tui.probes import ProbeMixin
 from apl_tui.queue import _SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
 from apl_tui.store_imports import ImportMixin
@@ -50,7 +52,7 @@ def is_lock_error(e: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store(QueueMixin, ImportMixin, EvalItemsMixin):
+class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin):
     """A store folder and its open database.
 
     >>> import tempfile
@@ -493,4 +495,4 @@ def shown_pair(shown: dict[str, Any], *, left: str, control: bool, impression_id
         acquisition=shown["acquisition"], score=shown["score"], rank=shown["rank"], entropy=shown["entropy"],
         reward_a=shown["reward_a"], reward_b=shown["reward_b"], p_a=shown["p_a"], fallback=shown["fallback"],
         scored_by=shown["scored_by"], labels_since_scored=shown["labels_since_scored"],
-        impression_id=impression_id)
+        impression_id=impression_id, probe_of=shown.get("probe_of"))

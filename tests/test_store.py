@@ -156,17 +156,23 @@ def test_queue_always_agrees_with_the_log(tmp_path):
         assert _queue(store) == _queue_from_log(store), (step, op)
 
 
-def test_migration_builds_the_queue_from_an_old_log(tmp_path):
+def test_migration_builds_the_queue_from_an_old_log(tmp_path, monkeypatch):
+    # A store as a release with migrations 1–3 left it; then the queue dropped and v3 forgotten.
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+    monkeypatch.setattr(migrations, "LATEST", 3)
     store = make_store(tmp_path, prompts=4)
     c = [x["id"] for x in store.candidates()]
     score_all(store, {c[0]: 0.5, c[1]: 0.9}, version=1)
-    store.record_label(c[1], "a", source="human")
+    store.cursor().execute("INSERT INTO labels (candidate_id, outcome, source) VALUES (?, 'a', 'human')", [c[1]])
+    store.cursor().execute("DELETE FROM queue WHERE candidate_id = ?", [c[1]])
+    store.cursor().execute("UPDATE queue SET prompt_labeled = true WHERE prompt_id = "
+                           "(SELECT prompt_id FROM candidates WHERE id = ?)", [c[1]])
     expected = _queue(store)
     # back to a v2 store: drop what migration 3 and later ones made
     store.cursor().execute("DROP TABLE queue")
-    store.cursor().execute("DROP TABLE adapter_retirements")
-    store.cursor().execute("DROP TABLE eval_items")
-    store.cursor().execute("DELETE FROM schema_migrations WHERE version >= 3")
+    store.cursor().execute("DELETE FROM schema_migrations WHERE version = 3")
     store.close()
+    monkeypatch.undo()
     again = Store(tmp_path)
+    assert again.schema_version() == migrations.LATEST
     assert _queue(again) == expected == _queue_from_log(again)

@@ -219,13 +219,25 @@ def _pct(x: float | None) -> str:
 
 @app.command()
 @friendly
-def stats(store: StoreOpt = DEFAULT_STORE) -> None:
-    """Labels, rounds, win-rates and biases at a glance."""
+def stats(
+    store: StoreOpt = DEFAULT_STORE,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also draw the curves into this PNG file "
+                                                                 "(needs the plot extra: pip install 'apl-tui[plot]')")] = None,
+) -> None:
+    """Labels, rounds, win-rates, and whether labeling pays off (prequential accuracy, arms, probes)."""
+    from apl_tui.evidence import arms_rows, evidence, evidence_lines
     from apl_tui.queries import stats as compute
 
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise AplError(f"{plot}: the plot is written as PNG", hint="name the file with .png, e.g. --plot stats.png")
     reader = _reader(store)
     try:
         s = compute(reader.con)
+        ev = evidence(reader.con)
+        if plot is not None:
+            from apl_tui.plots import gather, write_plot
+
+            write_plot(gather(reader.con, ev), plot)
     finally:
         reader.close()
     prompts = ", ".join(f"{n:,} {k}" for k, n in s["prompts"].items()) or "none"
@@ -236,15 +248,27 @@ def stats(store: StoreOpt = DEFAULT_STORE) -> None:
     out.print(f"biases       left chosen {_pct(s['left_choice_rate'])} of {s['decided']} decided, "
               f"longer won {_pct(s['longer_won_rate'])}, ties {_pct(s['tie_rate'])}, skips {_pct(s['skip_rate'])}")
     if s["adapters"]:
-        t = Table("adapter", "labels", "regime", "final loss", "accuracy", "win-rate", title="rounds")
-        evals = {(e["adapter_version"]): e for e in s["evals"]}
+        t = Table("adapter", "labels", "regime", "final loss", "accuracy", "win-rate vs reference", title="rounds")
+        evals: dict[int, list[str]] = {}
+        for e in s["evals"]:  # every judge side by side: oracles and a person's own (`apl label --eval`)
+            rate = "–" if e["win_rate"] is None else f"{e['win_rate']:.3f} ± {e['stderr']:.3f}"
+            evals.setdefault(e["adapter_version"], []).append(f"{rate} ({e['oracle']}, n={e['n']})")
         for a in s["adapters"]:
-            e = evals.get(a["version"])
-            win = f"{e['win_rate']:.3f} ± {e['stderr']:.3f} ({e['oracle']}, n={e['n']})" if e else "–"
             name = f"v{a['version']}" + (" retired" if a["retired"] else "")
             t.add_row(name, str(a["labels_used"]), a["regime"] or "",
                       "–" if a["loss"] is None else f"{a['loss']:.3f}",
-                      _pct(a["accuracy"]), win)
+                      _pct(a["accuracy"]), "; ".join(evals.get(a["version"], [])) or "–")
         out.print(t)
     else:
         out.print("rounds       none yet")
+    lines = Table.grid(padding=(0, 2))
+    for head, text in evidence_lines(ev):
+        lines.add_row(head, text)
+    out.print(lines)
+    arms = Table("", "acquired", "control", title="acquired vs random control (95% intervals)")
+    for row in arms_rows(ev):
+        arms.add_row(*row)
+    out.print(arms)
+    out.print(ev.sentence, highlight=False)
+    if plot is not None:
+        err.print(f"plot written to {plot}")

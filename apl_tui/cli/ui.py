@@ -17,18 +17,20 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 """The repository's example prompt sets and config (used by `apl demo`)."""
 
 
-def run_app(engine: Any, *, start_worker: bool = True) -> None:
-    """Run the labeling app over an engine's desk and learner; the store is closed afterwards."""
+def run_app(engine: Any, *, start_worker: bool = True, desk: Any = None, learner: Any = None) -> None:
+    """Run the labeling app over an engine's desk and learner (or the given ones); the store is closed afterwards."""
     from apl_tui.tui.app import LabelApp
 
-    store, learner = engine.store, engine.learner
+    store = engine.store
+    desk = desk or engine.desk
+    learner = learner or engine.learner
     if learner.config.model.threads == 0:
         # Leave a core to the interface: torch's spinning threads would otherwise starve it.
         learner.config = learner.config.replace("model", threads=max(1, (os.cpu_count() or 2) - 1))
-    label_app = LabelApp(engine.desk, learner if start_worker else None)
+    label_app = LabelApp(desk, learner if start_worker else None)
     try:
         label_app.run()
-        status = engine.desk.status()
+        status = desk.status()
     finally:
         store.close()
     n = status.labels_session
@@ -51,11 +53,17 @@ def label(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="label the ready pool only; load no model")] = False,
     browser: Annotated[bool, typer.Option("--browser", hidden=True,
                                           help="run under apl serve: show start-up errors in the page")] = False,
+    eval_: Annotated[bool, typer.Option("--eval", help="judge an adapter against the reference yourself, blind, "
+                                                        "on the test prompts (a win-rate with oracle 'human')")] = False,
+    adapter: Annotated[int | None, typer.Option(help="with --eval: the adapter version (default: the latest)")] = None,
+    prompts: Annotated[int | None, typer.Option(help="with --eval: test prompts to use (default: all)")] = None,
 ) -> None:
     """Label preference pairs in the terminal while DPO trains in the background."""
     from apl_tui.cli.loop import open_engine
     from apl_tui.errors import StoreLockedError
 
+    if not eval_ and (adapter is not None or prompts is not None):
+        raise AplError("--adapter and --prompts only apply to a human evaluation", hint="add --eval")
     try:
         engine = open_engine(store, model=model)
     except AplError as e:
@@ -70,7 +78,20 @@ def label(
                     "then reload this page")
         MessageApp("apl label cannot start", e.message, hint).run()
         raise
-    run_app(engine, start_worker=not no_worker)
+    if not eval_:
+        run_app(engine, start_worker=not no_worker)
+        return
+    from apl_tui.human_eval import EvalDesk, EvalLearner, plan_eval
+
+    try:
+        plan = plan_eval(engine.store, engine.config, adapter, prompts)
+    except AplError:
+        engine.store.close()
+        raise
+    err.print(f"evaluating adapter v{plan.adapter_version} against the reference on {len(plan.tests)} test "
+              "prompts, blind (which side is which shows after each verdict)")
+    run_app(engine, start_worker=not no_worker, desk=EvalDesk(engine.store, plan, engine.config),
+            learner=EvalLearner(engine.store, plan, engine.config))
 
 
 def prepare_demo(store: Path, model: str | None) -> list[str]:

@@ -132,6 +132,9 @@ class LabelScreen(Screen[None]):
         self.call_after_refresh(self.refresh_status)
 
     def _waiting_text(self) -> str:
+        own = getattr(self.desk, "waiting_text", None)  # a desk with its own words (apl label --eval)
+        if own is not None and (self.worker_running or self.desk.finished):
+            return own()
         return waiting_text(worker_running=self.worker_running, model_loaded=self.model_loaded,
                             activity=self.activity, batch=self.desk.config.generation.batch_size)
 

@@ -1,9 +1,13 @@
-"""The stats screen: labeling rate, biases, adapters with win-rates, training curves."""
+"""The stats screen: labeling rate, biases, whether labeling pays off, adapters, training curves.
+
+Everything is read when the screen opens (and on r), never on a labeling key press.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,6 +18,54 @@ from textual.widgets import Footer, Sparkline, Static
 
 SERIES = (("loss", "loss"), ("rewards/margins", "reward margin"), ("rewards/accuracies", "reward accuracy"))
 """Training metrics drawn as sparklines: (train_metrics column, label)."""
+
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+"""Eighth-blocks for text sparklines on a fixed 0–1 scale (Textual's Sparkline rescales to min–max)."""
+
+
+def unit_spark(values: list[float], width: int = 60) -> str:
+    """A one-line sparkline of values in [0, 1] on a fixed scale, newest `width` values.
+
+    >>> unit_spark([0.0, 0.5, 1.0])
+    '▁▅█'
+    """
+    vals = values[-width:]
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, round(v * (len(BLOCKS) - 1))))] for v in vals)
+
+
+def evidence_table(ev: Any) -> Group:
+    """Prequential accuracy, the labeler's consistency, the arms side by side, the curves."""
+    from apl_tui.evidence import arms_rows, evidence_lines
+
+    lines = Table(box=None, show_header=False, pad_edge=False)
+    lines.add_column(style="bold", min_width=26)
+    lines.add_column()
+    for head, text in evidence_lines(ev):
+        lines.add_row(head, text)
+    arms = Table(box=None, pad_edge=False, header_style="bold")
+    arms.add_column("", style="bold", min_width=26)
+    arms.add_column("acquired")
+    arms.add_column("random control")
+    for row in arms_rows(ev):
+        arms.add_row(*row)
+    curves = Table(box=None, show_header=False, pad_edge=False)
+    curves.add_column(style="bold", min_width=26)
+    curves.add_column()
+    for arm in ("acquired", "control"):
+        pts = ev.curve.get(arm, [])
+        curve = unit_spark([y for _, y in pts]) if pts else "–"
+        curves.add_row(f"accuracy curve, {arm}", f"{curve}  (0–1, rolling 20, {len(pts)} labels)")
+    return Group(lines, arms, Text(ev.sentence), curves)
+
+
+def win_rate_lines(s: dict[str, Any]) -> str:
+    """One fixed-scale sparkline of win-rate per adapter for each judge (oracles and human)."""
+    by: dict[str, list[float]] = {}
+    for e in s["evals"]:
+        if e["win_rate"] is not None:
+            by.setdefault(e["oracle"], []).append(e["win_rate"])
+    return "\n".join(f"{judge:<10} {unit_spark(v)}  last {v[-1]:.2f} (0–1 per adapter)" for judge, v in by.items())
 
 
 def _pct(x: float | None) -> str:
@@ -72,8 +124,11 @@ class StatsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="stats-box"):
             yield Static(id="stats-summary")
+            yield Static("is my labeling paying off? (95% intervals)", classes="stats-heading")
+            yield Static(id="stats-evidence")
             yield Static("adapters", classes="stats-heading")
             yield Static(id="stats-adapters")
+            yield Static(id="stats-winrates")
             for column, label in SERIES:
                 yield Static(label, classes="stats-heading", id=f"title-{_css_id(column)}")
                 yield Sparkline([], id=f"spark-{_css_id(column)}", summary_function=max)
@@ -84,11 +139,14 @@ class StatsScreen(Screen[None]):
 
     def action_reload(self) -> None:
         """Read the numbers again."""
+        from apl_tui.evidence import evidence
         from apl_tui.queries import metric_series, stats
 
         cur = self.store.cursor()
         s = stats(cur)
         self.query_one("#stats-summary", Static).update(summary_table(s))
+        self.query_one("#stats-evidence", Static).update(evidence_table(evidence(cur)))
+        self.query_one("#stats-winrates", Static).update(win_rate_lines(s))
         adapters = self.query_one("#stats-adapters", Static)
         adapters.update(adapters_table(s) if s["adapters"] else "no adapter trained yet")
         for column, label in SERIES:

@@ -77,11 +77,14 @@ def status_text(status: Any, activity: str, per_hour: float | None, shown: Shown
         if compact:
             parts.append(f"{total} ({status.labels_session} now, {rate}/h)")
             parts.append(f"pool {status.pool_size}")
-            parts.append(f"{adapter} {toward}")
+            parts.append(f"{adapter} {toward}" + (" eval" if getattr(status, "progress", "round") == "eval" else ""))
         else:
             parts.append(f"{total} / {status.labels_session} now / {rate}/h")
             parts.append(f"pool {status.pool_size}")
-            parts.append(f"adapter {adapter} (next round {toward})")
+            if getattr(status, "progress", "round") == "eval":
+                parts.append(f"adapter {adapter} (eval {since}/{need})")
+            else:
+                parts.append(f"adapter {adapter} (next round {toward})")
         undone = undone_text(status, compact)
         if undone:
             parts.append(undone)

@@ -34,17 +34,25 @@ def screen_rewards(shown: ShownPair) -> tuple[float | None, float | None, float 
     return shown.reward_b, shown.reward_a, p_left
 
 
-def why_text(shown: ShownPair, compact: bool = False) -> str:
-    """The 'why this pair' line for a pair (shorter words when `compact`, for narrow terminals)."""
+def why_text(shown: ShownPair, compact: bool = False, *, labeled: bool = True) -> str:
+    """The 'why this pair' line for a pair (shorter words when `compact`, for narrow terminals).
+
+    Before the label (`labeled` False) nothing tells a control pair from an acquired one: the
+    arms must look alike while a person decides. Probes are never named.
+    """
     r_left, r_right, p_left = screen_rewards(shown)
     if compact:
-        parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)} #{shown.rank or '–'}",
+        parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"#{shown.rank or '–'}",
                  f"H {_num(shown.entropy)}", f"r̂ {_num(r_left)}/{_num(r_right)}", f"p(A≻B) {_num(p_left)}"]
     else:
         parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"rank {shown.rank or '–'}",
                  f"entropy {_num(shown.entropy)}", f"r̂A {_num(r_left)}", f"r̂B {_num(r_right)}",
                  f"p(A≻B) {_num(p_left)}"]
-    if shown.control:
+    if shown.score is None and shown.entropy is None and shown.p_a is None:
+        parts = [shown.acquisition or "unscored"] + parts[1:2]  # nothing measured: say only what it is
+    if not labeled:  # a control pair has no rank: showing one would give the arm away
+        del parts[1]
+    if shown.control and labeled:
         parts.append("control" if compact else "random control pair")
     if shown.fallback:
         parts.append(f"fallback: {shown.fallback}")
@@ -66,7 +74,7 @@ class WhyPanel(Static):
     def show_current(self, shown: ShownPair | None) -> None:
         """Reveal the reasons for the pair on screen (loop.reveal = "always")."""
         # Text, not markup: acquisition names and fallbacks come from settings and stores.
-        self.update(Text("" if shown is None else f"why: {why_text(shown, self._compact)}"))
+        self.update(Text("" if shown is None else f"why: {why_text(shown, self._compact, labeled=False)}"))
 
     def show_last(self, shown: ShownPair, verdict: str) -> None:
         """After a label: the verdict just given and why that pair was asked."""
