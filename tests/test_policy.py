@@ -92,6 +92,60 @@ def test_sequence_logps_grad_and_reference(tiny_policy: Policy) -> None:
     assert torch.equal(tiny_policy.sequence_logps(PROMPTS[:2], [" a b", " c"]), ref_lp)  # ...and disabling it is exact
 
 
+def test_packed_head_matches_the_models_own_logits_path(tiny_policy: Policy) -> None:
+    """One 2-D head matmul over the kept positions = the model's forward with logits_to_keep."""
+    tiny_policy.new_adapter(LoraSettings(r=4), seed=0)
+    perturb_lora(tiny_policy, seed=2)
+    boost_eos(tiny_policy, bias=3.0)  # a head with a bias: the packed path must apply it too
+    completions = [" yes", " no no no no no", " maybe later", ""]
+    prompts = PROMPTS + ["Bad"]
+    eos = [True, False, True, False]
+    assert tiny_policy._use_packed_head()
+
+    def both(**kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        out = []
+        for packed in (True, False):
+            tiny_policy.packed_head = packed
+            out.append(tiny_policy.sequence_logps(prompts, completions, eos, batch_size=4, **kw))
+        return out[0], out[1]
+
+    packed, sliced = both()
+    assert torch.allclose(packed, sliced, atol=3e-5), (packed, sliced)
+    ref_packed, ref_sliced = both(adapter=False)
+    assert torch.allclose(ref_packed, ref_sliced, atol=3e-5)
+    assert (packed - ref_packed).abs().max() > 1e-2  # the adapter is in both paths
+    grads = []
+    for flag in (True, False):
+        tiny_policy.packed_head = flag
+        for q in tiny_policy.trainable_parameters():
+            q.grad = None
+        tiny_policy.sequence_logps(prompts, completions, eos, grad=True, batch_size=4).sum().backward()
+        grads.append(torch.cat([q.grad.flatten() for q in tiny_policy.trainable_parameters()]))
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+
+
+def test_models_that_post_process_logits_keep_their_own_forward(tiny_policy: Policy) -> None:
+    want = tiny_policy.sequence_logps(PROMPTS, [" yes", " no", " maybe"])
+    model = tiny_policy.base
+    inner = model.forward
+
+    def capped(*args: Any, **kwargs: Any) -> Any:  # soft-capping, as Gemma 2 does after its head
+        out = inner(*args, **kwargs)
+        out.logits = 5.0 * torch.tanh(out.logits / 5.0)
+        return out
+
+    model.forward = capped  # type: ignore[method-assign]
+    tiny_policy.packed_head = None  # decide again for the changed model
+    got = tiny_policy.sequence_logps(PROMPTS, [" yes", " no", " maybe"])
+    assert tiny_policy.packed_head is False
+    p_ids = tiny_policy.encode_prompts(PROMPTS)
+    c_ids = tiny_policy.encode_completions([" yes", " no", " maybe"])
+    naive = torch.tensor([naive_logp(tiny_policy, p, c) for p, c in zip(p_ids, c_ids)])  # through `capped`
+    assert torch.allclose(got, naive, atol=1e-4)
+    assert not torch.allclose(got, want, atol=1e-2)
+
+
 # --- prompts ----------------------------------------------------------------------------------------
 
 
