@@ -17,7 +17,7 @@ from apl_tui.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
 ACQUISITIONS = ("random", "entropy", "certainty", "uncertainty", "hybrid")
-LOSSES = ("sigmoid", "ipo", "robust")
+LOSSES = ("sigmoid", "ipo", "ipo-sum", "robust")
 REGIMES = ("reset", "continue")
 
 
@@ -160,7 +160,8 @@ class TrainConfig:
 
     SECTION: ClassVar[str] = "train"
     beta: float = field(default=0.1, metadata=_help("DPO temperature β", gt=0))
-    loss: str = field(default="sigmoid", metadata=_help("sigmoid (DPO), ipo or robust", choices=LOSSES))
+    loss: str = field(default="sigmoid", metadata=_help(
+        "sigmoid (DPO), ipo (TRL's: per-token log-ratios), ipo-sum (summed log-ratios) or robust", choices=LOSSES))
     label_smoothing: float = field(default=0.0, metadata=_help("ε for the robust loss", ge=0, lt=0.5))
     regime: str = field(default="reset", metadata=_help(
         "reset: fresh adapter on all labels each round (the paper); continue: train on new labels plus replay",

@@ -1,14 +1,21 @@
 """DPO on a LoRA adapter: losses, and a training loop that reads top to bottom.
 
-Loss semantics follow TRL's `DPOTrainer` (names of metrics too), with Δ the log-ratio margin
-Δ = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)):
+With Δ the log-ratio margin Δ = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)),
+log-probs summed over each completion's tokens, and ε = `label_smoothing`:
 
-- ``sigmoid`` (DPO; conservative DPO when ε > 0): −(1−ε)·log σ(βΔ) − ε·log σ(−βΔ)
-- ``robust`` (Chowdhury et al. 2024, TRL's "robust"): (−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)) / (1 − 2ε),
-  an unbiased estimate of the clean-label loss under label-flip rate ε (equals sigmoid at ε = 0)
-- ``ipo``: (Δ − 1/(2β))²
+- ``sigmoid`` (DPO): −(1−ε)·log σ(βΔ) − ε·log σ(−βΔ). At ε = 0 this is TRL's ``sigmoid``; with
+  ε > 0 it is conservative DPO (Mitchell 2023), which TRL 1.16's ``sigmoid`` no longer applies
+  (it ignores label_smoothing there).
+- ``robust`` (Chowdhury et al. 2024): (−(1−ε)·log σ(βΔ) + ε·log σ(−βΔ)) / (1 − 2ε), as TRL's
+  ``robust``: an unbiased estimate of the clean-label loss under label-flip rate ε (sigmoid at ε = 0).
+- ``ipo``: (Δ̄ − 1/(2β))², Δ̄ the margin of length-normalised log-ratios: each log-ratio divided by
+  its completion's token count (EOS included where it counts, at least 1). This is TRL's ``ipo``
+  exactly (TRL divides by the completion mask's token count, which includes the EOS it appends).
+- ``ipo-sum``: (Δ − 1/(2β))² on the summed log-ratios, IPO's equation 17 read with sequence
+  log-probs. Long completions then dominate the squared loss, hence TRL's normalisation.
 
-Both sigmoid forms give ln 2 at Δ = 0; ipo gives 1/(4β²).
+Both sigmoid forms give ln 2 at Δ = 0; both ipo forms give 1/(4β²). Metric names are TRL's; the
+rewards in them are β·(log π − log π_ref) with summed log-probs for every loss, as in TRL.
 """
 
 from __future__ import annotations
@@ -39,11 +46,13 @@ PATIENCE_MIN_DELTA = 1e-4
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, *, beta: float, loss_type: str = "sigmoid",
-             label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             ref_rejected: torch.Tensor, *, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+             chosen_lengths: torch.Tensor | None = None,
+             rejected_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair DPO losses and implicit rewards, all (B,).
 
-    Inputs are sequence log-probs (B,). Returns (losses, chosen_rewards, rejected_rewards) with
+    Inputs are sequence log-probs (B,); ``ipo`` also needs each completion's token count (B,)
+    (the tokens its log-prob sums over). Returns (losses, chosen_rewards, rejected_rewards) with
     rewards β·(log π − log π_ref), detached (they are metrics and acquisition scores).
 
     Example: all four inputs 0 (policy = reference) gives losses = ln 2 ≈ 0.6931 for sigmoid.
@@ -59,15 +68,21 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     elif loss_type == "robust":
         losses = (-(1 - eps) * F.logsigmoid(beta * margin) + eps * F.logsigmoid(-beta * margin)) / (1 - 2 * eps)
     elif loss_type == "ipo":
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("the ipo loss needs chosen_lengths and rejected_lengths (completion token counts)")
+        # Per-token log-ratios, as TRL: the squared loss no longer grows with completion length.
+        normalised = (chosen_ratio / chosen_lengths.clamp(min=1) - rejected_ratio / rejected_lengths.clamp(min=1))
+        losses = (normalised - 1 / (2 * beta)) ** 2
+    elif loss_type == "ipo-sum":
         losses = (margin - 1 / (2 * beta)) ** 2
     else:
-        raise ValueError(f"unknown DPO loss {loss_type!r}: sigmoid, robust or ipo")
+        raise ValueError(f"unknown DPO loss {loss_type!r}: sigmoid, robust, ipo or ipo-sum")
     return losses, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
 
 
 def _stuck_value(cfg: TrainConfig) -> float:
     """The loss at zero margin: what a loss that never moves sits at."""
-    return 1 / (4 * cfg.beta**2) if cfg.loss == "ipo" else math.log(2)
+    return 1 / (4 * cfg.beta**2) if cfg.loss in ("ipo", "ipo-sum") else math.log(2)
 
 
 def _learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -99,8 +114,9 @@ def train_dpo(policy: Policy, pairs: Sequence[Pair], ref_chosen: Sequence[float]
     first for the reset regime. A completion's EOS token counts where `Pair.chosen_eos` /
     `rejected_eos` say so, which must match how the reference log-probs were computed.
     Raises `Cancelled` between steps when `cancel` is set (the adapter is then half-trained:
-    the caller discards it). Only LoRA dropout is active while training (the base model's dropout
-    stays off, as TRL's disable_dropout); the model is back in eval mode however this returns.
+    the caller discards it). Only LoRA dropout (`lora.dropout`) is active while training; the base
+    model's dropout stays off (TRL's default `disable_dropout` turns off LoRA's too); the model is
+    back in eval mode however this returns.
     """
     import torch
 
@@ -176,7 +192,8 @@ def adapter_is_finite(policy: Policy) -> bool:
 def _train_mode(model: torch.nn.Module, on: bool) -> None:
     """Training mode for the LoRA dropout only; the base model's own dropout stays off.
 
-    Like TRL's `disable_dropout`: with dropout in the policy pass, log π and log π_ref of the
+    For the same reason as TRL's `disable_dropout` (which also turns off LoRA's dropout): with
+    the base model's dropout in the policy pass, log π and log π_ref of the
     same text would differ by noise at step 0 and the loss would not start at ln 2.
     """
     model.eval()
@@ -201,13 +218,17 @@ def _optimizer_step(policy: Policy, optimizer: torch.optim.Optimizer, params: li
         texts = [pairs[i].chosen for i in mb] + [pairs[i].rejected for i in mb]
         # EOS counts where the completion ended with it, exactly as for the cached reference.
         eos = [pairs[i].chosen_eos for i in mb] + [pairs[i].rejected_eos for i in mb]
-        logps = policy.sequence_logps(prompts + prompts, texts, eos, grad=True, batch_size=2 * b)  # (2b,)
+        completion_ids = policy.encode_completions(texts, eos)
+        logps = policy.sequence_logps_ids(policy.encode_prompts(prompts + prompts), completion_ids, grad=True,
+                                          batch_size=2 * b)  # (2b,)
         pc, pr = logps[:b], logps[b:]
         device = logps.device
         rc = torch.tensor([ref_chosen[i] for i in mb], dtype=torch.float32, device=device)  # (b,)
         rr = torch.tensor([ref_rejected[i] for i in mb], dtype=torch.float32, device=device)  # (b,)
+        lengths = torch.tensor([len(c) for c in completion_ids], dtype=torch.float32, device=device)  # (2b,)
         losses, chosen_r, rejected_r = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, loss_type=cfg.loss,
-                                                label_smoothing=cfg.label_smoothing)
+                                                label_smoothing=cfg.label_smoothing,
+                                                chosen_lengths=lengths[:b], rejected_lengths=lengths[b:])
         # Weight by pair count so the step's gradient is the mean over all its pairs.
         (losses.sum() / n_pairs).backward()
         batch = {

@@ -53,10 +53,55 @@ def test_losses_and_rewards_against_hand_computation() -> None:
     assert abs(float(cdpo) - (0.8 * ls1 + 0.2 * ls_1)) < 1e-6
     robust, _, _ = dpo_loss(*args, beta=0.5, loss_type="robust", label_smoothing=0.2)
     assert abs(float(robust) - (0.8 * ls1 - 0.2 * ls_1) / 0.6) < 1e-6
-    ipo, _, _ = dpo_loss(*args, beta=0.5, loss_type="ipo")
-    assert abs(float(ipo) - (2.0 - 1.0) ** 2) < 1e-6  # (Δ − 1/(2β))²
+    ipo_sum, _, _ = dpo_loss(*args, beta=0.5, loss_type="ipo-sum")
+    assert abs(float(ipo_sum) - (2.0 - 1.0) ** 2) < 1e-6  # (Δ − 1/(2β))²
     with pytest.raises(ValueError):
         dpo_loss(*args, beta=0.5, loss_type="hinge")
+
+
+def test_ipo_divides_each_log_ratio_by_its_completion_length_as_trl() -> None:
+    # Pair 1: chosen ratio +1 over 2 tokens, rejected ratio −1 over 4: Δ̄ = 1/2 + 1/4 = 0.75.
+    # Pair 2: ratios +3 (3 tokens) and +2 (0 tokens: counted as 1): Δ̄ = 1 − 2 = −1.
+    args = (t(-1.0, 0.0), t(-3.0, 0.0), t(-2.0, -3.0), t(-2.0, -2.0))
+    lengths = {"chosen_lengths": t(2, 3), "rejected_lengths": t(4, 0)}
+    ipo, rc, rr = dpo_loss(*args, beta=0.5, loss_type="ipo", **lengths)  # 1/(2β) = 1
+    assert ipo.tolist() == pytest.approx([(0.75 - 1) ** 2, (-1 - 1) ** 2], abs=1e-6)
+    # Rewards stay β·(summed log-ratio), as in TRL's metrics.
+    assert rc.tolist() == pytest.approx([0.5, 1.5]) and rr.tolist() == pytest.approx([-0.5, 1.0])
+    summed, _, _ = dpo_loss(*args, beta=0.5, loss_type="ipo-sum", **lengths)
+    assert summed.tolist() == pytest.approx([(2 - 1) ** 2, (1 - 1) ** 2], abs=1e-6)  # lengths ignored
+    zero, _, _ = dpo_loss(t(-4.0), t(-9.0), t(-4.0), t(-9.0), beta=0.1, loss_type="ipo",
+                          chosen_lengths=t(7), rejected_lengths=t(20))
+    assert float(zero) == pytest.approx(1 / (4 * 0.1**2))  # zero margin: 1/(4β²), as ipo-sum
+    with pytest.raises(ValueError, match="lengths"):
+        dpo_loss(*args, beta=0.5, loss_type="ipo")
+
+
+@pytest.mark.parametrize("loss", ["ipo", "ipo-sum"])
+def test_training_feeds_ipo_the_token_counts_it_summed(tiny_policy: Policy, loss: str) -> None:
+    """First step (adapter B = 0, so log π = true reference): offset the cached reference by known
+    amounts and the loss is computable by hand from the completions' token counts (EOS included)."""
+    pairs = [dataclasses.replace(PAIRS[0], chosen_eos=True), PAIRS[1], PAIRS[2],
+             dataclasses.replace(PAIRS[3], rejected_eos=True)]
+    true_c = tiny_policy.reference_logps([p.prompt for p in pairs], [p.chosen for p in pairs],
+                                         [p.chosen_eos for p in pairs]).tolist()
+    true_r = tiny_policy.reference_logps([p.prompt for p in pairs], [p.rejected for p in pairs],
+                                         [p.rejected_eos for p in pairs]).tolist()
+    a, b = 2.0, -3.0  # chosen log-ratio a, rejected log-ratio b at step 1
+    tiny_policy.new_adapter(LoraSettings(r=4), seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=4, warmup_steps=0, beta=0.25, loss=loss)
+    first = train_dpo(tiny_policy, pairs, [c - a for c in true_c], [r - b for r in true_r], cfg)[0]
+    n_c = [len(ids) for ids in tiny_policy.encode_completions([p.chosen for p in pairs],
+                                                                 [p.chosen_eos for p in pairs])]
+    n_r = [len(ids) for ids in tiny_policy.encode_completions([p.rejected for p in pairs],
+                                                                 [p.rejected_eos for p in pairs])]
+    assert len(set(zip(n_c, n_r))) > 1  # different lengths, so the two forms differ
+    if loss == "ipo":
+        want = sum((a / lc - b / lr - 2.0) ** 2 for lc, lr in zip(n_c, n_r)) / len(pairs)
+    else:
+        want = (a - b - 2.0) ** 2
+    assert first["loss"] == pytest.approx(want, rel=1e-4)
+    assert first["rewards/margins"] == pytest.approx(0.25 * (a - b), rel=1e-4)
 
 
 def test_one_sgd_step_moves_chosen_up_and_rejected_down() -> None:
