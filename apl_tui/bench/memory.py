@@ -2,6 +2,10 @@
 
 Run in a subprocess so the peak belongs to training alone, not to the rest of the bench:
 `python -m apl_tui.bench.memory SPEC DEVICE CACHE_DIR STEPS SEED` prints one JSON line.
+The peak is the process's own `VmHWM` (Linux /proc/self/status), which starts afresh at exec.
+`ru_maxrss` does not: a child started by fork + exec reports its parent's peak when that is
+higher (a child of the bench read 1511 MB with an 11 MB peak of its own). Where there is no
+/proc (macOS), ru_maxrss is the fallback, and the result says which was read.
 """
 
 from __future__ import annotations
@@ -16,10 +20,17 @@ from typing import Any
 from apl_tui.bench.workload import BenchContext
 
 
-def _max_rss_mb() -> float:
-    """This process's peak resident set so far (Linux reports KiB, macOS bytes)."""
+def _peak_rss_mb() -> tuple[float, str]:
+    """(This process's peak resident set so far in MB, where it was read)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024, "VmHWM"  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1), "ru_maxrss"  # macOS bytes, Linux KiB
 
 
 def measure(spec: str, device: str, cache_dir: Path, steps: int, seed: int) -> dict[str, Any]:
@@ -29,14 +40,14 @@ def measure(spec: str, device: str, cache_dir: Path, steps: int, seed: int) -> d
     from apl_tui.dpo import train_dpo
 
     policy = load_policy(BenchOptions(model=spec, device=device, cache_dir=cache_dir, seed=seed))
-    loaded = _max_rss_mb()
+    loaded, source = _peak_rss_mb()
     pairs = make_pairs(policy.tokenizer, 8 * steps, seed=seed + 3)
     prompts = [p.prompt for p in pairs]
     ref_c = policy.reference_logps(prompts, [p.chosen for p in pairs]).tolist()
     ref_r = policy.reference_logps(prompts, [p.rejected for p in pairs]).tolist()
     train_dpo(policy, pairs, ref_c, ref_r, TrainConfig(epochs=1, batch_size=8, warmup_steps=0))
     return {"weights_mb": model_size(policy.base).weights_bytes / 2**20, "loaded_peak_rss_mb": loaded,
-            "train_peak_rss_mb": _max_rss_mb()}
+            "train_peak_rss_mb": _peak_rss_mb()[0], "peak_rss_source": source}
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:

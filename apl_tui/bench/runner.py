@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from apl_tui.bench import dpo_step, entropy, machine, memory, scoring, storage, ui
+from apl_tui.bench import dpo_step, entropy, machine, memory, projection, scoring, storage, ui
 from apl_tui.bench.workload import BenchContext, BenchOptions
 
 logger = logging.getLogger(__name__)
 
 FAMILIES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "scoring": scoring.run,
+    "projection": projection.run,
     "machine": machine.run,
     "dpo": dpo_step.run,
     "entropy": entropy.run,
@@ -30,7 +31,9 @@ FAMILIES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
 """Family name → measurement, in the order they run (`--only` picks a subset by these names)."""
 
 STABLE_KEYS = (
-    "scoring_speedup_vs_naive", "dpo_step_speedup_vs_trl", "scoring_fraction_of_peak", "train_fraction_of_peak",
+    "scoring_speedup_vs_naive", "scoring_speedup_vs_batched", "projection_scoring_speedup",
+    "projection_train_speedup", "dpo_step_speedup_vs_trl", "dpo_step_speedup_vs_trl_precomputed",
+    "scoring_fraction_of_peak", "scoring_fraction_of_peak_cpu", "train_fraction_of_peak", "train_fraction_of_peak_cpu",
     "entropy_speedup_vs_naive", "ui_next_pair_p50_ms", "ui_next_pair_p99_ms", "ui_next_pair_p99_ms_training",
     "store_next_pair_ms_1m", "store_label_insert_ms_1m", "export_100k_s", "help_s", "tui_first_frame_s",
     "train_peak_rss_mb", "weights_mb",
@@ -70,6 +73,7 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = lambda m: None
     results: dict[str, Any] = {"environment": environment(opts)}
     results.update({key: None for key in STABLE_KEYS})
     timings: dict[str, float] = {}
+    loads: dict[str, float | None] = {}
     for name in names:
         started = time.perf_counter()
         try:
@@ -78,7 +82,14 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = lambda m: None
             logger.error("bench family %s failed", name, exc_info=e)
             results[f"{name}_error"] = f"{type(e).__name__}: {e}".splitlines()[0]
         timings[name] = time.perf_counter() - started
-        log(f"{name} done in {timings[name]:.1f} s")
+        loads[name] = _load_avg()
+        log(f"{name} done in {timings[name]:.1f} s (load average {loads[name]})")
     results.update(machine.fractions(results))
     results["family_seconds"] = timings
+    # Other processes' load shows here: on a shared machine, read the ratios, not absolute times.
+    results["family_load_avg_1m_at_end"] = loads
     return results
+
+
+def _load_avg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None

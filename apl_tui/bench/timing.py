@@ -73,11 +73,14 @@ def synchronizer(device: str) -> Callable[[], None]:
 
 
 def interleave(contenders: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
-               sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+               sync: Callable[[], None] = lambda: None,
+               cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Time each contender `repeats` times after `warmup` untimed runs, in turn within each repeat.
 
     The order rotates every repeat, so none always runs first (right after the other's caches
-    and frequency state). Returns the seconds of every timed run per name.
+    and frequency state). Returns the wall-clock seconds of every timed run per name; `cpu`, if
+    given, receives the process CPU seconds of the same runs (all threads: a run that waited for
+    a core shows in wall time, not in CPU time).
     """
     names = list(contenders)
     for _ in range(warmup):
@@ -87,8 +90,10 @@ def interleave(contenders: dict[str, Callable[[], Any]], *, warmup: int, repeats
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             contenders[name]()
             sync()
             times[name].append(time.perf_counter() - started)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - cpu_started)
     return times

@@ -1,71 +1,167 @@
-"""UI responsiveness: key press → next pair painted, in a headless `LabelApp.run_test()` session.
+"""UI responsiveness: key press → the next pair's frame written, in the real labeling app.
 
-The key goes in the way Pilot sends it (a Key event to the driver), but without Pilot's idle
-waits (each sleeps ≥ 20 ms, which would swamp what is measured). The clock stops when the
-screen's pair is a new candidate, its text is in the left pane, and the refresh after that has
-run (the compositor renders the frame; only the terminal write is skipped headless).
+`LabelApp` runs under Textual's test harness (`run_test`), but not headless: a `FrameDriver`
+stands in for the terminal driver, so Textual renders each frame into the terminal's escape
+sequences and writes them (to /dev/null) as it would to a terminal. The key goes in as the
+driver delivers one (a Key event handed to the app), without Pilot's idle waits (each sleeps
+≥ 20 ms, which would swamp what is measured). The clock stops when a written frame contains the
+new pair's prompt. A short pause between labels (THINK_S) stands for the labeler's reading.
 
-Measured twice on a 10k-candidate store: idle, and while a training loop (`train_dpo` on the
-bench model, over and over) runs in a thread of the same process, as the app's worker does.
+Still excluded: the terminal's own work (parsing and painting the escape sequences), reading
+and decoding the key's bytes from stdin, and any network between them (ssh, `apl serve`).
+
+Measured twice on a 10k-candidate store: idle (no learner), and while training: the app's own
+learner thread (`LearnerThread` → `Learner.step`, on the bench policy) with labels waiting, so a
+DPO round is due at once. It trains, saves the adapter and writes its metrics, rescores the pool
+chunk by chunk (each chunk one store write) and starts the next round as labels arrive: what
+the learner did during the timed labels is reported beside the latencies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from textual.drivers.headless_driver import HeadlessDriver
+
 from apl_tui.bench.storage import build_store
 from apl_tui.bench.timing import percentile
-from apl_tui.bench.workload import BenchContext, make_pairs
+from apl_tui.bench.workload import BenchContext, perturbed_adapter
+from apl_tui.desk import LabelDesk
 from apl_tui.errors import Cancelled
-from apl_tui.records import Pair
+from apl_tui.events import Event, ProgressSink, RoundTrained, StepProgressed, TrainStepDone, ignore
+from apl_tui.learner import Learner
 
 POOL = 10_000
 """Candidates in the labeling session's store."""
 WARMUP_LABELS = 10
+THINK_S = 0.1
+"""Pause after each pair appears before the next key (untimed): the learner gets the time a person
+would give it, and keys do not queue up behind each other."""
+WAITING_LABELS = 8
+"""Labels in the training store before the session: the first round (one DPO step of 8 pairs)."""
+ROUND_SIZE = 64
+"""Labels that make the next round due: about a third into the session (the learner rescores until then)."""
 
 
-async def _session(store: Any, labels: int) -> list[float]:
-    """Seconds from each key press to the next pair on screen, after WARMUP_LABELS untimed ones."""
+class FrameDriver(HeadlessDriver):
+    """A terminal driver without a terminal: frames are rendered and written to /dev/null.
+
+    Textual skips rendering entirely for headless drivers; this one says it is not headless, so
+    the full output path runs. Each flush (one per frame) is kept with its time for the clock.
+    """
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._out = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (closed with the app)
+        self._pending: list[str] = []
+        self.frames: list[tuple[float, str]] = []
+        """(perf_counter at flush, text written) since the last `frames.clear()`."""
+
+    @property
+    def is_headless(self) -> bool:
+        return False
+
+    def write(self, data: str) -> None:
+        self._out.write(data)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+        if self._pending:
+            self.frames.append((time.perf_counter(), "".join(self._pending)))
+            self._pending.clear()
+
+    def stop_application_mode(self) -> None:
+        super().stop_application_mode()
+        self._out.close()
+
+
+def _marker(prompt: str) -> str:
+    """What identifies a pair's frame: its prompt up to the first colon ("Prompt 123:" in the bench store)."""
+    head, colon, _ = prompt.partition(":")
+    return head + colon if colon else prompt[:40]
+
+
+class _LoggedLearner(Learner):
+    """The learner, with every event its steps report kept with its time, and its failure if any."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[float, Event]] = []
+        self.error: BaseException | None = None
+
+    def step(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None) -> str | None:
+        def logged(event: Event) -> None:
+            self.events.append((time.perf_counter(), event))
+            sink(event)
+
+        try:
+            return super().step(logged, cancel)
+        except Cancelled:
+            raise
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+async def _session(app: Any, labels: int) -> list[tuple[float, float]]:
+    """(key time, seconds to the next pair's frame) per label, after WARMUP_LABELS untimed ones."""
     from textual import events
 
-    from apl_tui.desk import LabelDesk
-    from apl_tui.tui.app import LabelApp
-
-    app = LabelApp(LabelDesk(store))
-    times: list[float] = []
-    async with app.run_test(size=(160, 45)) as pilot:
+    app.driver_class = FrameDriver
+    out: list[tuple[float, float]] = []
+    learner = app.learner
+    async with app.run_test(size=(160, 45), headless=False) as pilot:
         await pilot.pause()
-        for i in range(WARMUP_LABELS + labels):
-            screen: Any = app.screen
-            before = screen.shown.candidate_id
-            started = time.perf_counter()
-            key = events.Key("1", "1")
-            key.set_sender(app)
-            app._driver.send_message(key)  # type: ignore[union-attr]
-            deadline = started + 10
-            while time.perf_counter() < deadline:
-                shown = screen.shown
-                if (shown is not None and shown.candidate_id != before
-                        and str(screen.query_one("#left-text").content) == shown.left_text):
-                    break
-                await asyncio.sleep(0)
-            painted = asyncio.Event()
-            app.call_after_refresh(painted.set)
-            await asyncio.wait_for(painted.wait(), 10)
-            if i >= WARMUP_LABELS:
-                times.append(time.perf_counter() - started)
-    return times
+        driver: FrameDriver = app._driver
+        try:
+            for i in range(WARMUP_LABELS + labels):
+                screen: Any = app.screen
+                before = screen.shown.candidate_id
+                driver.frames.clear()
+                started = time.perf_counter()
+                key = events.Key("1", "1")
+                key.set_sender(app)
+                driver.send_message(key)
+                written = await _frame_with_next_pair(screen, driver, before, started + 10)
+                if i >= WARMUP_LABELS:
+                    out.append((started, written - started))
+                await asyncio.sleep(THINK_S)
+        except (RuntimeError, AttributeError) as e:
+            if learner is not None and learner.error is not None:  # its error dialog took the keys
+                raise RuntimeError(f"the app's learner failed: {learner.error!r}") from e
+            raise
+        finally:
+            if app.learner_thread is not None:  # stop it between steps, while the app still runs
+                await asyncio.to_thread(app.learner_thread.stop, 600)
+    if learner is not None and learner.error is not None:
+        raise RuntimeError(f"the app's learner failed: {learner.error!r}")
+    return out
+
+
+async def _frame_with_next_pair(screen: Any, driver: FrameDriver, before: int, deadline: float) -> float:
+    """When the first frame showing a pair other than `before` was written (perf_counter)."""
+    while time.perf_counter() < deadline:
+        shown = screen.shown
+        if shown is not None and shown.candidate_id != before:
+            marker = _marker(shown.prompt)
+            for at, text in driver.frames:
+                if marker in text:
+                    return at
+        await asyncio.sleep(0)
+    raise RuntimeError("the next pair's frame was not written within 10 s")
 
 
 def engine_breakdown(store: Any, cycles: int = 30) -> dict[str, float]:
-    """Median ms of the engine calls one label makes on the UI thread (no Textual): where the time goes."""
+    """Median ms of the desk calls one label makes on the UI thread (no Textual): where the time goes."""
     from apl_tui.bench.timing import Stat
-    from apl_tui.desk import LabelDesk
 
     desk = LabelDesk(store)
     parts: dict[str, list[float]] = {"record_label": [], "next_pair": [], "status": []}
@@ -84,71 +180,80 @@ def engine_breakdown(store: Any, cycles: int = 30) -> dict[str, float]:
     return {f"ui_engine_{name}_ms": Stat.of(v).median * 1000 for name, v in parts.items()}
 
 
-class _Trainer(threading.Thread):
-    """DPO steps on the bench policy, over and over, until stopped (its adapter restored after)."""
+def _training_store(root: Path) -> tuple[Any, Any]:
+    """A 10k store with a first round due (WAITING_LABELS labels, no adapter yet): (store, config).
 
-    def __init__(self, ctx: BenchContext, pairs: list[Pair]) -> None:
-        super().__init__(name="bench-trainer", daemon=True)
-        from apl_tui.config import TrainConfig
+    The learner scores by `certainty`, which the store's pool (scored by `hybrid`) lacks, so after
+    the first round it rescores chunk by chunk; until a chunk lands the queue serves unscored
+    pairs oldest first. The next round is due after ROUND_SIZE more labels.
+    """
+    store = build_store(root, POOL, labeled=WAITING_LABELS)
+    base = store.load_config()
+    cfg = replace(base,
+                  acquisition=replace(base.acquisition, name="certainty", warmup_labels=WAITING_LABELS, chunk_size=16),
+                  loop=replace(base.loop, round_size=ROUND_SIZE),
+                  train=replace(base.train, epochs=1, batch_size=8, warmup_steps=0))
+    return store, cfg
 
-        self.policy = ctx.policy
-        self.pairs = pairs
-        prompts = [p.prompt for p in pairs]
-        self.ref_c = self.policy.reference_logps(prompts, [p.chosen for p in pairs]).tolist()
-        self.ref_r = self.policy.reference_logps(prompts, [p.rejected for p in pairs]).tolist()
-        self.cfg = TrainConfig(epochs=1, batch_size=8, warmup_steps=0)
-        self.stop = threading.Event()
-        self.steps = 0
-        self._saved = {n: p.detach().clone() for n, p in self.policy.model.named_parameters() if p.requires_grad}
 
-    def run(self) -> None:
-        from apl_tui.dpo import train_dpo
+def worker_activity(events: list[tuple[float, Event]], keys: list[tuple[float, float]]) -> dict[str, Any]:
+    """What the learner did while the timed labels ran: DPO steps, rounds saved, score chunks written,
+    and how many timed labels fell inside a training round.
 
-        def count(step: int, metrics: dict[str, float]) -> None:
-            self.steps += 1
-
-        while not self.stop.is_set():
-            try:
-                train_dpo(self.policy, self.pairs, self.ref_c, self.ref_r, self.cfg, cancel=self.stop, on_step=count)
-            except Cancelled:
-                break
-
-    def finish(self) -> None:
-        """Stop after the current step and put the adapter back as it was."""
-        import torch
-
-        self.stop.set()
-        self.join()
-        with torch.no_grad():
-            for n, p in self.policy.model.named_parameters():
-                if n in self._saved:
-                    p.copy_(self._saved[n])
+    >>> ev = [(1.0, TrainStepDone(0, 2)), (2.0, TrainStepDone(1, 2)), (3.0, RoundTrained(2, 8)),
+    ...       (4.0, StepProgressed("scoring", 16, 32))]
+    >>> worker_activity(ev, [(0.5, 0.01), (1.5, 0.02), (3.5, 0.01), (4.5, 0.01)])["labels_in_round"]
+    1
+    """
+    first, last = keys[0][0], keys[-1][0] + keys[-1][1]
+    inside = [e for t, e in events if first <= t <= last]
+    rounds: list[tuple[float, float]] = []
+    opened: float | None = None
+    for t, e in events:
+        if isinstance(e, TrainStepDone) and e.step == 0:
+            opened = t
+        elif isinstance(e, RoundTrained) and opened is not None:
+            rounds.append((opened, t))
+            opened = None
+    if opened is not None:
+        rounds.append((opened, float("inf")))
+    return {
+        "train_steps": sum(isinstance(e, TrainStepDone) and e.step > 0 for e in inside),
+        "rounds_saved": sum(isinstance(e, RoundTrained) for e in inside),
+        "score_chunks_written": sum(isinstance(e, StepProgressed) and e.phase == "scoring" for e in inside),
+        "labels_in_round": sum(any(a <= k <= b for a, b in rounds) for k, _ in keys),
+    }
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
-    """p50/p99 of key → next pair, idle and while training."""
+    """p50/p99 of key → next pair's frame written, idle and while the app's learner trains."""
+    from apl_tui.tui.app import LabelApp
+
     labels = ctx.sizes.ui_labels
-    out: dict[str, Any] = {"ui_labels": labels}
+    out: dict[str, Any] = {"ui_labels": labels, "ui_think_s": THINK_S}
     with tempfile.TemporaryDirectory(prefix="apl-bench-ui-") as tmp:
         for phase in ("idle", "training"):
-            store = build_store(Path(tmp) / phase, POOL)
-            trainer = None
+            learner: _LoggedLearner | None = None
+            if phase == "idle":
+                store = build_store(Path(tmp) / phase, POOL)
+                out.update(engine_breakdown(store))
+                app = LabelApp(LabelDesk(store))
+            else:
+                store, cfg = _training_store(Path(tmp) / phase)
+                learner = _LoggedLearner(store, cfg, policy=ctx.policy)
+                app = LabelApp(LabelDesk(store, cfg), learner)
             try:
-                if phase == "training":
-                    trainer = _Trainer(ctx, make_pairs(ctx.policy.tokenizer, 8, seed=ctx.opts.seed + 2))
-                    trainer.start()
-                else:
-                    out.update(engine_breakdown(store))
                 ctx.log(f"ui: {labels} labels, {phase}")
-                times = asyncio.run(_session(store, labels))
+                keys = asyncio.run(_session(app, labels))
             finally:
-                if trainer is not None:
-                    trainer.finish()
-                    out["ui_training_steps_during"] = trainer.steps
                 store.close()
+                if learner is not None:
+                    perturbed_adapter(ctx.policy, seed=ctx.opts.seed)  # the rounds replaced it
             suffix = "" if phase == "idle" else "_training"
-            ms = [t * 1000 for t in times]
+            ms = [dt * 1000 for _, dt in keys]
             out[f"ui_next_pair_p50_ms{suffix}"] = percentile(ms, 50)
             out[f"ui_next_pair_p99_ms{suffix}"] = percentile(ms, 99)
             out[f"ui_next_pair_max_ms{suffix}"] = max(ms)
+            if learner is not None:
+                out.update({f"ui_worker_{k}": v for k, v in worker_activity(learner.events, keys).items()})
     return out
