@@ -141,13 +141,13 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     ours = _Ours(ctx, pairs)
     sync = synchronizer(ctx.device)
     probe = PeakProbe(ctx.device, next(ctx.policy.base.parameters()).dtype)
-    cpu: dict[str, list[float]] = {"peak": []}
+    peak_cpu: list[float] = []
     with tempfile.TemporaryDirectory(prefix="apl-bench-trl-") as folder:
         ctx.log(f"dpo: {sizes.dpo_rounds} blocks of {sizes.dpo_steps} steps, ours vs TRL (reference recomputed) "
                 "vs TRL (reference precomputed), + matmul peak")
 
         contenders: dict[str, Callable[[], list[float]]] = {
-            "ours": ours.block, "peak": lambda: _peak_block(probe, sync, 3, cpu["peak"])}
+            "ours": ours.block, "peak": lambda: _peak_block(probe, sync, 3, peak_cpu)}
         for name, precompute in (("trl", False), ("trl-precomputed", True)):
             runner = _trl_runner(ctx, pairs, f"{folder}/{name}", precompute=precompute)
             if runner is not None:
@@ -177,7 +177,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "dpo_step_gflops_per_s": flops / t_ours.median / 1e9,
         "dpo_step_cpu_gflops": flops / Stat.of(ours.cpu).median / 1e9,
         "dpo_peak_gflops": probe.flops / Stat.of(times["peak"]).median / 1e9,
-        "dpo_peak_cpu_gflops": probe.flops / Stat.of(cpu["peak"]).median / 1e9,
+        "dpo_peak_cpu_gflops": probe.flops / Stat.of(peak_cpu).median / 1e9,
         "dpo_trl_pairs_per_s": None,
         "dpo_step_speedup_vs_trl": None,
         "dpo_trl_precomputed_pairs_per_s": None,

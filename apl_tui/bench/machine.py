@@ -92,11 +92,13 @@ def fractions(results: dict[str, Any]) -> dict[str, Any]:
     CPU second.
     """
     out: dict[str, Any] = {"train_flops_factor": TRAIN_FLOPS_FACTOR}
+    # CPU time says nothing about a GPU's work (the host thread mostly waits for it).
+    gpu = str(results.get("environment", {}).get("device", "cpu")).startswith("cuda")
     for family, work, name in (("scoring", "scoring", "scoring"), ("dpo", "dpo_step", "train")):
         peak, peak_cpu = results.get(f"{family}_peak_gflops"), results.get(f"{family}_peak_cpu_gflops")
         got, got_cpu = results.get(f"{work}_gflops_per_s"), results.get(f"{work}_cpu_gflops")
         if peak and got is not None:
             out[f"{name}_fraction_of_peak"] = got / peak
-        if peak_cpu and got_cpu is not None:
+        if peak_cpu and got_cpu is not None and not gpu:
             out[f"{name}_fraction_of_peak_cpu"] = got_cpu / peak_cpu
     return out

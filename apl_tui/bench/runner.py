@@ -61,8 +61,11 @@ def environment(opts: BenchOptions) -> dict[str, Any]:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Run the chosen families (all by default); return every result in one flat dict."""
+def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = lambda m: None,
+              checkpoint: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
+    """Run the chosen families (all by default, else in the order given); return every result in one
+    flat dict. `checkpoint` gets the results so far after each family (a long run stopped early
+    keeps what it measured)."""
     import torch
 
     names = opts.only or tuple(FAMILIES)
@@ -84,6 +87,8 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = lambda m: None
         timings[name] = time.perf_counter() - started
         loads[name] = _load_avg()
         log(f"{name} done in {timings[name]:.1f} s (load average {loads[name]})")
+        checkpoint({**results, **machine.fractions(results), "family_seconds": dict(timings),
+                    "family_load_avg_1m_at_end": dict(loads)})
     results.update(machine.fractions(results))
     results["family_seconds"] = timings
     # Other processes' load shows here: on a shared machine, read the ratios, not absolute times.

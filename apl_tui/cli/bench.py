@@ -20,8 +20,10 @@ def bench(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     quick: Annotated[bool, typer.Option("--quick", help="fewer pairs, repeats and labels (about two minutes)")] = False,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write every number to this JSON file")] = None,
-    only: Annotated[str, typer.Option(help="families, comma-separated: scoring,projection,machine,dpo,entropy,ui,store,memory")] = "",
-    cache_dir: Annotated[Path | None, typer.Option(help="converted models (default: $APL_CACHE_DIR, else the user cache folder)")] = None,
+    only: Annotated[str, typer.Option(help="families, comma-separated, run in this order "
+                                             "(scoring,projection,machine,dpo,entropy,ui,store,memory)")] = "",
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="converted models (default: $APL_CACHE_DIR, else the user cache folder)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
     """Measure scoring, the head projection, DPO steps, entropy, UI latency, the store and memory; print one table."""
@@ -38,8 +40,13 @@ def bench(
                             sizes=BenchSizes.quick() if quick else BenchSizes.full())
     except ValueError as e:
         raise AplError(str(e), hint="see apl bench --help") from e
-    results = run_bench(opts, log=lambda message: err.print(styled("bench:", "dim", f" {message}"), highlight=False))
+    def save(results: dict[str, object]) -> None:
+        if json_file is not None:  # after every family: a long run stopped early keeps what it measured
+            json_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+
+    results = run_bench(opts, log=lambda message: err.print(styled("bench:", "dim", f" {message}"), highlight=False),
+                        checkpoint=save)
     out.print(table(results))
+    save(results)
     if json_file is not None:
-        json_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
         err.print(f"json: {json_file}")
