@@ -40,6 +40,7 @@ def bench(
                             sizes=BenchSizes.quick() if quick else BenchSizes.full())
     except ValueError as e:
         raise AplError(str(e), hint="see apl bench --help") from e
+
     def save(results: dict[str, object]) -> None:
         if json_file is not None:  # after every family: a long run stopped early keeps what it measured
             json_file.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
