@@ -17,9 +17,8 @@ from typer.testing import CliRunner
 from apl_tui import acquisition as acq
 from apl_tui.bench import STABLE_KEYS, BenchOptions, BenchSizes, run_bench
 from apl_tui.bench.entropy import naive_entropies
-from apl_tui.bench.report import table
 from apl_tui.bench.machine import fractions
-from apl_tui.bench.memory import _peak_rss_mb
+from apl_tui.bench.report import table
 from apl_tui.bench.scoring import batched_full_vocab_logps, naive_pool_scores
 from apl_tui.bench.ui import worker_activity
 from apl_tui.bench.workload import forward_flops, make_pairs, model_size, perturbed_adapter

@@ -136,7 +136,8 @@ ROWS = (
     Row("store", "next pair ms at 1M", "store_next_pair_ms_1m", ".2f", lambda r: "target ≤ 10",
         _at_most("store_next_pair_ms_1m", 10)),
     Row("store", "label insert ms at 1M", "store_label_insert_ms_1m", ".2f",
-        lambda r: f"10k {_g(r, 'store_label_insert_ms_10k', '.2f')}, 100k {_g(r, 'store_label_insert_ms_100k', '.2f')}"),
+        lambda r: f"10k {_g(r, 'store_label_insert_ms_10k', '.2f')}, "
+                  f"100k {_g(r, 'store_label_insert_ms_100k', '.2f')}"),
     Row("store", "export 100k labels s", "export_100k_s", ".2f", lambda r: "export_rows + JSONL"),
     Row("store", "apl --help s", "help_s", ".3f", lambda r: "target ≤ 0.5", _at_most("help_s", 0.5)),
     Row("store", "TUI first frame s", "tui_first_frame_s", ".2f",

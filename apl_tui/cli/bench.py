@@ -28,9 +28,9 @@ def bench(
 ) -> None:
     """Measure scoring, the head projection, DPO steps, entropy, UI latency, the store and memory; print one table."""
     from apl_tui.bench import BenchOptions, BenchSizes, run_bench
-    from apl_tui.cache import model_cache_dir
     from apl_tui.bench.report import table
     from apl_tui.bench.runner import check_families
+    from apl_tui.cache import model_cache_dir
 
     families = tuple(f.strip() for f in only.split(",") if f.strip())
     try:
