@@ -7,7 +7,9 @@ the model. Heavy work lives in `learner.py` and runs on the learner's own thread
 
 from __future__ import annotations
 
+import logging
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,11 @@ from apl_tui.errors import AplError
 from apl_tui.events import LabelRecorded, ProgressSink, ignore
 from apl_tui.records import OUTCOMES, ShownPair
 from apl_tui.store import Store, shown_pair
+
+logger = logging.getLogger(__name__)
+
+READ_AHEAD_WAIT_S = 2.0
+"""How long a key press waits for a pick still being made ahead before picking itself."""
 
 
 @dataclass(frozen=True)
@@ -54,19 +61,39 @@ def round_due(config: AplConfig, state: dict[str, Any]) -> tuple[bool, int, int]
 
 
 class LabelDesk:
-    """Serves pairs and takes verdicts for one store; used from a single (UI or batch) thread."""
+    """Serves pairs and takes verdicts for one store; used from a single (UI or batch) thread.
+
+    Read-ahead (the labeling app asks for it with `read_ahead` once a pair is on screen): the
+    next pair is picked on a thread of its own while the person reads, as if the pending label
+    were written, so a key press only writes. `label_and_next` then commits the label and the
+    next pair's impression in one transaction, after checking by primary key that the pick is
+    still valid (still queued, prompt still unlabeled, no impression since); otherwise it picks
+    the usual way. Picks are the same as without read-ahead unless the worker rescored meanwhile
+    (the app reads ahead again when it does).
+    """
 
     def __init__(self, store: Store, config: AplConfig | None = None) -> None:
         self.store = store
         self.config = config or store.load_config()
         self._session_labels = 0
+        self._current: ShownPair | None = None
+        self._ahead: tuple[int, Future[dict[str, Any] | None]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.read_ahead_used = 0
+        """Key presses whose next pair was the one picked ahead (the bench reports the share)."""
+
+    @property
+    def labels_this_session(self) -> int:
+        """Labels this desk committed (less the ones it undid)."""
+        return self._session_labels
 
     def next_pair(self, source: str = "human") -> ShownPair | None:
         """The pair to label now: the pending one if any, else the best (or a random control) pair.
 
         A new pair is recorded as an impression (shown to `source`), so it stays the pending one.
         """
-        return self._choose(source, record=True)
+        self._ahead = None
+        return self._on_screen(self._choose(source, record=True))
 
     def peek_pair(self, source: str = "human") -> ShownPair | None:
         """The pair `next_pair(source)` would give now, without recording anything (`apl next`)."""
@@ -77,25 +104,20 @@ class LabelDesk:
         if pending is not None:
             shown, left, control, imp = pending
             return shown_pair(shown, left=left, control=control, impression_id=imp)
-        a = self.config.acquisition
         shown_count = self.store.impression_count()
         probe = self._probe(source, shown_count)
         if probe is not None:
             return probe
-        rng = random.Random(f"{self.config.loop.seed}:{shown_count}")
-        control = rng.random() < a.control_share
-        shown = None
-        if control:
-            shown = self.store.random_unlabeled(rng.randrange(2**31),
-                                                exclude_labeled_prompts=not a.allow_relabel_prompts)
-        if shown is None:
-            control = False
-            shown = self.store.best_unlabeled(a.name, exclude_labeled_prompts=not a.allow_relabel_prompts)
-        if shown is None:
+        pick = self._pick(shown_count)
+        if pick is None:
             return None
-        left = choose_left(self.config.loop.seed, int(shown["candidate_id"]), shown_count)
-        imp = self.store.record_impression(shown, left=left, control=control, source=source) if record else 0
-        return shown_pair(shown, left=left, control=control, impression_id=imp)
+        imp = (self.store.record_impression(pick["shown"], left=pick["left"], control=pick["control"], source=source)
+               if record else 0)
+        return shown_pair(pick["shown"], left=pick["left"], control=pick["control"], impression_id=imp)
+
+    def _on_screen(self, shown: ShownPair | None) -> ShownPair | None:
+        self._current = shown
+        return shown
 
     def _probe(self, source: str, shown_count: int) -> ShownPair | None:
         """Now and then (loop.probe_share, a person's pairs only) re-ask an old pair, sides swapped.
@@ -104,12 +126,11 @@ class LabelDesk:
         of a given impression count as they were. Batch oracles are not probed: their consistency
         is not in question, and probes would spend their budget.
         """
+        if not self._probe_due(source, shown_count):
+            return None
         loop = self.config.loop
-        if source != "human" or loop.probe_share <= 0:
-            return None
         rng = random.Random(f"{loop.seed}:probe:{shown_count}")
-        if rng.random() >= loop.probe_share:
-            return None
+        rng.random()
         target = self.store.probe_target(source, min_age=loop.probe_min_age, seed=rng.randrange(2**31))
         if target is None:
             return None
@@ -121,21 +142,107 @@ class LabelDesk:
         imp = self.store.record_impression(shown, left=left, control=False, source=source)
         return shown_pair(shown, left=left, control=False, impression_id=imp)
 
+    def _probe_due(self, source: str, shown_count: int) -> bool:
+        """Whether impression number `shown_count` flips the probe coin (a probe is never picked ahead)."""
+        loop = self.config.loop
+        if source != "human" or loop.probe_share <= 0:
+            return False
+        return random.Random(f"{loop.seed}:probe:{shown_count}").random() < loop.probe_share
+
+    def _pick(self, shown_count: int, after: ShownPair | None = None) -> dict[str, Any] | None:
+        """Choose the pair for impression number `shown_count`, as if `after` were already labeled."""
+        a = self.config.acquisition
+        exclude_prompts = not a.allow_relabel_prompts
+        # Leaving out what the pending label will take out saves a wasted pick (it would fail revalidation).
+        skip = {"exclude": [after.candidate_id] if after else [],
+                "exclude_prompt": after.prompt_id if after is not None and exclude_prompts else None}
+        rng = random.Random(f"{self.config.loop.seed}:{shown_count}")
+        control = rng.random() < a.control_share
+        shown = None
+        if control:
+            shown = self.store.random_unlabeled(rng.randrange(2**31), exclude_labeled_prompts=exclude_prompts, **skip)
+        if shown is None:
+            control = False
+            shown = self.store.best_unlabeled(a.name, exclude_labeled_prompts=exclude_prompts, **skip)
+        if shown is None:
+            return None
+        left = choose_left(self.config.loop.seed, int(shown["candidate_id"]), shown_count)
+        return {"shown": shown, "left": left, "control": control, "impressions": shown_count}
+
+    def read_ahead(self) -> None:
+        """Start picking the pair after the one on screen, on the desk's own thread (returns at once)."""
+        current = self._current
+        if current is None or current.probe or (self._ahead is not None and self._ahead[0] == current.candidate_id):
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apl-read-ahead")
+        count = self.store.impression_count()
+        if self._probe_due("human", count):  # a probe is picked at the key (its target is a labeled pair)
+            return
+        self._ahead = (current.candidate_id, self._pool.submit(self._pick, count, current))
+
+    def forget_read_ahead(self) -> None:
+        """Drop a pick made ahead (the queue changed: a rescore, a new adapter); `read_ahead` again after."""
+        self._ahead = None
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (before the store closes); the desk picks synchronously after."""
+        self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def label_and_next(self, shown: ShownPair, outcome: str, *, source: str = "human",
+                       latency_ms: int | None = None, rationale: str | None = None,
+                       sink: ProgressSink = ignore) -> ShownPair | None:
+        """Commit a verdict and return the next pair; with a valid read-ahead, one transaction for both."""
+        ahead, self._ahead = self._ahead, None
+        pick = None
+        if ahead is not None and ahead[0] == shown.candidate_id:
+            try:
+                pick = ahead[1].result(timeout=READ_AHEAD_WAIT_S)
+            except Exception:  # noqa: BLE001 — a failed or slow pick is only a missed shortcut
+                logger.debug("read-ahead pick not used", exc_info=True)
+        if pick is None:
+            self.record_label(shown, outcome, source=source, latency_ms=latency_ms, rationale=rationale, sink=sink)
+            return self.next_pair(source)
+        self._check_outcome(outcome)
+        _, fresh = self.store.record_label_and_show(
+            shown.candidate_id, outcome, source=source, shown_left=shown.left, latency_ms=latency_ms,
+            impression_id=shown.impression_id or None, control=shown.control, rationale=rationale,
+            pick={k: pick[k] for k in ("left", "control", "impressions")} | {
+                "candidate_id": int(pick["shown"]["candidate_id"]), "rank": pick["shown"]["rank"]},
+            exclude_labeled_prompts=not self.config.acquisition.allow_relabel_prompts)
+        self._labeled(shown, outcome, source, sink)
+        if fresh is None:
+            return self.next_pair(source)
+        self.read_ahead_used += 1
+        return self._on_screen(shown_pair(pick["shown"] | fresh, left=pick["left"], control=pick["control"],
+                                          impression_id=fresh["impression_id"]))
+
     def record_label(self, shown: ShownPair, outcome: str, *, source: str = "human",
                      latency_ms: int | None = None, rationale: str | None = None,
                      sink: ProgressSink = ignore) -> int:
         """Commit a verdict (in the candidate's a/b terms) before anything else happens."""
-        if outcome not in OUTCOMES:
-            raise AplError(f"unknown outcome {outcome!r}", hint=f"one of {', '.join(OUTCOMES)}")
+        self._check_outcome(outcome)
         label_id = self.store.record_label(shown.candidate_id, outcome, source=source, shown_left=shown.left,
                                            latency_ms=latency_ms, impression_id=shown.impression_id or None,
                                            control=shown.control, rationale=rationale, probe=shown.probe)
+        self._labeled(shown, outcome, source, sink)
+        return label_id
+
+    @staticmethod
+    def _check_outcome(outcome: str) -> None:
+        if outcome not in OUTCOMES:
+            raise AplError(f"unknown outcome {outcome!r}", hint=f"one of {', '.join(OUTCOMES)}")
+
+    def _labeled(self, shown: ShownPair, outcome: str, source: str, sink: ProgressSink) -> None:
         self._session_labels += 1
         sink(LabelRecorded(candidate_id=shown.candidate_id, outcome=outcome, source=source))
-        return label_id
 
     def undo(self, source: str = "human") -> int | None:
         """Undo the newest effective label of this source; its pair is the next one served, same side."""
+        self._ahead = None
         undone = self.store.undo_last(source)
         if undone is None:
             return None

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from apl_tui.counters import CountersMixin, effective_of, is_preference
 from apl_tui.records import ScoreRow
 
 T = TypeVar("T")
@@ -21,6 +22,8 @@ _SHOWN_KEYS = ("candidate_id", "prompt_id", "prompt", "completion_a", "completio
 _SCORE_FIELDS = ("acquisition", "adapter_version", "score", "entropy", "reward_a", "reward_b", "p_a", "fallback")
 _USABLE_SCORE = "adapter_version NOT IN (SELECT version FROM adapter_retirements)"
 """SQL condition on `scores`: not by a retired adapter (its scores never rank a pair again)."""
+_QUEUE_SCORE_FIELDS = (*_SCORE_FIELDS, "scored_at", "label_clock")
+"""What a queue row copies from its freshest score."""
 _FRESHEST = (f"SELECT * FROM scores WHERE candidate_id = ? AND {_USABLE_SCORE} "
              "ORDER BY adapter_version DESC, scored_at DESC LIMIT 1")
 
@@ -39,20 +42,33 @@ def retry_conflicts(fn: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
-class QueueMixin:
-    """Methods of `Store` that read and change the queue; they use `self.cursor()`/`transaction()`."""
+def _excluding(where: list[str], params: list[Any], exclude: Iterable[int],
+               prompt: int | None) -> tuple[list[str], list[Any]]:
+    """Add the filters that leave out some candidates and a prompt (only when there are any)."""
+    excluded = list(exclude)
+    if excluded:
+        where = [*where, "candidate_id NOT IN (SELECT unnest(?::BIGINT[]))"]
+        params = [*params, excluded]
+    if prompt is not None:
+        where = [*where, "prompt_id <> ?"]
+        params = [*params, prompt]
+    return where, params
 
-    cursor: Callable[[], Any]
-    transaction: Callable[[], Any]
+
+class QueueMixin(CountersMixin):
+    """Methods of `Store` that read and change the queue; they use `self.cursor()`/`transaction()`."""
 
     # ---- writes that keep the queue in step ------------------------------------------------
 
     def _enqueue_candidates(self, cur: Any, ids: Sequence[int]) -> None:
-        cur.execute(
+        """Queue new train candidates (inside the caller's transaction) and count them into `pool`."""
+        added = cur.execute(
             "INSERT INTO queue (candidate_id, prompt_id, prompt_labeled) "
             "SELECT c.id, c.prompt_id, c.prompt_id IN (SELECT c2.prompt_id FROM effective_labels e "
             "JOIN candidates c2 ON c2.id = e.candidate_id) FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
-            "WHERE p.split = 'train' AND c.id IN (SELECT unnest(?)) ORDER BY c.id", [list(ids)])
+            "WHERE p.split = 'train' AND c.id IN (SELECT unnest(?)) ORDER BY c.id RETURNING prompt_labeled",
+            [list(ids)]).fetchall()
+        self._bump(cur, {"pool": sum(1 for (labeled,) in added if not labeled)})
 
     def add_scores(self, rows: Sequence[ScoreRow]) -> None:
         """Append one chunk of scores and refresh their queue rows, as one transaction."""
@@ -69,12 +85,15 @@ class QueueMixin:
                             "reward_a DOUBLE, reward_b DOUBLE, p_a DOUBLE, fallback VARCHAR)")
                 cur.execute("DELETE FROM incoming_scores")
                 cur.executemany("INSERT INTO incoming_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                # The label clock now: "labels since scored" is then one subtraction.
+                clock = cur.execute("SELECT coalesce(max(value), 0) FROM loop_counters "
+                                    "WHERE name = 'label_events'").fetchone()[0]
                 cur.execute("INSERT INTO scores (candidate_id, adapter_version, acquisition, score, entropy, "
-                            "reward_a, reward_b, p_a, fallback) SELECT * FROM incoming_scores")
+                            "reward_a, reward_b, p_a, fallback, label_clock) SELECT *, ? FROM incoming_scores", [clock])
                 # Never let an older adapter's score replace a fresher one.
-                cur.execute(f"UPDATE queue SET {sets}, scored_at = current_timestamp FROM incoming_scores i "
-                            "WHERE queue.candidate_id = i.candidate_id AND (queue.adapter_version IS NULL "
-                            "OR i.adapter_version >= queue.adapter_version)")
+                cur.execute(f"UPDATE queue SET {sets}, scored_at = current_timestamp, label_clock = ? "
+                            "FROM incoming_scores i WHERE queue.candidate_id = i.candidate_id AND "
+                            "(queue.adapter_version IS NULL OR i.adapter_version >= queue.adapter_version)", [clock])
                 cur.execute("DELETE FROM incoming_scores")
 
         retry_conflicts(write)
@@ -85,56 +104,188 @@ class QueueMixin:
         """Append a label event, committed before returning (nothing is lost on a crash).
 
         A probe label (`probe`) answers a consistency probe: it never becomes a training pair.
+        The queue and the counters change in the same transaction. A queued candidate had no
+        effective label, so the usual label reads nothing of the log; labeling a candidate that
+        is not queued (another source's, or a test one) looks up its own events by index.
         """
 
         def write() -> int:
             with self.transaction() as cur:
-                row = cur.execute(
-                    "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, "
-                    "control, rationale, probe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control,
-                     rationale, probe]).fetchone()
-                cur.execute("DELETE FROM queue WHERE candidate_id = ?", [candidate_id])
-                cur.execute("UPDATE queue SET prompt_labeled = true WHERE NOT prompt_labeled AND prompt_id = "
-                            "(SELECT prompt_id FROM candidates WHERE id = ?)", [candidate_id])
-            return int(row[0])
+                label_id, changes = self._write_label(cur, candidate_id, outcome, source, shown_left, latency_ms,
+                                                      impression_id, control, rationale, probe)
+                self._bump(cur, changes)
+            return label_id
 
         return retry_conflicts(write)
+
+    def record_label_and_show(self, candidate_id: int, outcome: str, *, source: str, pick: dict[str, Any],
+                              exclude_labeled_prompts: bool, shown_left: str | None = None,
+                              latency_ms: int | None = None, impression_id: int | None = None,
+                              control: bool = False, rationale: str | None = None
+                              ) -> tuple[int, dict[str, Any] | None]:
+        """`record_label`, and in the same transaction the impression of a pair picked ahead, if still valid.
+
+        `pick` holds candidate_id, left, control, rank and `impressions`, the impression count it
+        was picked at. It is shown only if its queue row is still there (and its prompt unlabeled,
+        when that excludes it) and no impression was recorded since. Returns (label id, the pick's
+        fresh queue fields with `impression_id` and `labels_since_scored`, or None when it is no
+        longer valid: then nothing but the label was written). One commit for both, so a key press
+        costs one durable write.
+        """
+
+        def write() -> tuple[int, dict[str, Any] | None]:
+            with self.transaction() as cur:
+                label_id, changes = self._write_label(cur, candidate_id, outcome, source, shown_left, latency_ms,
+                                                      impression_id, control, rationale, False)
+                fresh = self._revalidate(cur, pick, exclude_labeled_prompts)
+                if fresh is not None:
+                    fresh["impression_id"] = self._write_impression(cur, fresh, left=pick["left"],
+                                                                    control=pick["control"], source=source)
+                    changes.update({"impressions": 1, f"last_impression:{source}": fresh["impression_id"]})
+                self._bump(cur, changes)
+            return label_id, fresh
+
+        return retry_conflicts(write)
+
+    def _write_label(self, cur: Any, candidate_id: int, outcome: str, source: str, shown_left: str | None,
+                     latency_ms: int | None, impression_id: int | None, control: bool,
+                     rationale: str | None, probe: bool) -> tuple[int, dict[str, int]]:
+        """Insert a label, update the queue; returns (label id, counter changes) for the caller to bump."""
+        label_id = int(cur.execute(
+            "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, "
+            "control, rationale, probe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, rationale,
+             probe]).fetchone()[0])
+        if probe:  # a probe answer is an event, never the effective label: the queue and counts stay
+            return label_id, {"label_events": 1, "last_label_id": label_id}
+        gone = cur.execute("DELETE FROM queue WHERE candidate_id = ? RETURNING prompt_id, prompt_labeled",
+                           [candidate_id]).fetchone()
+        prior: tuple[int, str] | None = None
+        pool = 0
+        if gone is not None:  # it was queued, so it had no effective label
+            prompt_id, pool = gone[0], (0 if gone[1] else -1)
+        else:
+            row = cur.execute("SELECT prompt_id FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+            prompt_id = row[0] if row else None
+            prior = effective_of([e for e in self._candidate_events(cur, candidate_id) if e[0] != label_id])
+        if prompt_id is not None:
+            pool -= cur.execute("UPDATE queue SET prompt_labeled = true WHERE prompt_id = ? AND NOT prompt_labeled",
+                                [prompt_id]).fetchone()[0]
+        # A new label is always after the round mark; the one it replaces (rarely any) may not be.
+        toward_round = int(outcome != "skip") - (self._toward_round(cur, prior) if prior else 0)
+        return label_id, {"label_events": 1, "labels": prior is None, "pool": pool,
+                          "preference_labels": is_preference(outcome) - is_preference(prior[1] if prior else None),
+                          "labels_since_round": toward_round, "last_label_id": label_id}
+
+    def _toward_round(self, cur: Any, label: tuple[int, str], mark: int | None = None) -> int:
+        """1 if this effective label (id, outcome) counts toward the next round: not a skip, after the mark."""
+        if mark is None:
+            row = cur.execute("SELECT value FROM loop_counters WHERE name = 'adapter_mark'").fetchone()
+            mark = int(row[0]) if row else 0
+        return int(label[1] != "skip" and label[0] > mark)
+
+    def _revalidate(self, cur: Any, pick: dict[str, Any], exclude_labeled_prompts: bool) -> dict[str, Any] | None:
+        """The picked pair's queue fields now, or None if it may no longer be shown (primary-key reads)."""
+        row = cur.execute(
+            "SELECT prompt_labeled, acquisition, score, entropy, reward_a, reward_b, p_a, fallback, adapter_version, "
+            "label_clock FROM queue WHERE candidate_id = ?", [pick["candidate_id"]]).fetchone()
+        if row is None or (row[0] and exclude_labeled_prompts):
+            return None
+        counts = dict(cur.execute("SELECT name, value FROM loop_counters WHERE name IN ('impressions', "
+                                  "'label_events')").fetchall())
+        if counts.get("impressions", 0) != pick["impressions"]:
+            return None
+        fresh = dict(zip(_SHOWN_KEYS[5:13], row[1:9]))
+        # The label just written is not in the counter yet (it is bumped at the end of the transaction).
+        fresh["labels_since_scored"] = None if row[9] is None else max(counts.get("label_events", 0) + 1 - int(row[9]), 0)
+        fresh["candidate_id"] = pick["candidate_id"]
+        fresh["rank"] = pick["rank"]
+        return fresh
 
     def undo_last(self, source: str = "human") -> tuple[int, str | None, bool] | None:
         """Undo this source's newest effective label (any depth).
 
-        Returns (candidate id, side it was shown on the left, control flag), or None.
+        Returns (candidate id, side it was shown on the left, control flag), or None. It reads
+        the log from the newest label back only as far as that label (a window that widens), its
+        candidate's events and its prompt's candidates by index: the cost follows the undo's depth,
+        not the log's size.
         """
 
         def write() -> tuple[int, str | None, bool] | None:
             with self.transaction() as cur:
-                row = cur.execute(
-                    "SELECT l.id, l.candidate_id, l.shown_left, coalesce(l.control, false) FROM labels l "
-                    "WHERE l.source = ? AND l.outcome <> 'undo' AND NOT EXISTS (SELECT 1 FROM labels u "
-                    "WHERE u.outcome = 'undo' AND u.undoes = l.id) ORDER BY l.id DESC LIMIT 1", [source]).fetchone()
+                row = self._newest_effective(cur, source)
                 if row is None:
                     return None
-                label_id, cand, left, control = row
-                cur.execute("INSERT INTO labels (candidate_id, outcome, undoes, source) VALUES (?, 'undo', ?, ?)",
-                            [cand, label_id, source])
-                still = cur.execute("SELECT count(*) FROM effective_labels WHERE candidate_id = ?",
-                                    [cand]).fetchone()[0]
-                if not still:
-                    self._enqueue_candidates(cur, [cand])
-                    fresh = cur.execute(_FRESHEST, [cand])
-                    srow = fresh.fetchone()
-                    if srow is not None:
-                        s = dict(zip([d[0] for d in fresh.description], srow))
-                        cur.execute(f"UPDATE queue SET {', '.join(f'{f} = ?' for f in _SCORE_FIELDS)}, "
-                                    "scored_at = ? WHERE candidate_id = ?",
-                                    [s[f] for f in _SCORE_FIELDS] + [s["scored_at"], cand])
-                cur.execute("UPDATE queue SET prompt_labeled = (prompt_id IN (SELECT c.prompt_id FROM "
-                            "effective_labels e JOIN candidates c ON c.id = e.candidate_id)) WHERE prompt_id = "
-                            "(SELECT prompt_id FROM candidates WHERE id = ?)", [cand])
+                label_id, cand, left, control, outcome, probe = row
+                undo_id = int(cur.execute("INSERT INTO labels (candidate_id, outcome, undoes, source) "
+                                          "VALUES (?, 'undo', ?, ?) RETURNING id", [cand, label_id, source]).fetchone()[0])
+                after = effective_of(self._candidate_events(cur, cand))
+                # The undone label was the effective one unless it answered a probe or a newer label
+                # of another source is.
+                was = after if probe or (after is not None and after[0] > label_id) else (label_id, outcome)
+                state = dict(cur.execute("SELECT name, value FROM loop_counters WHERE name IN "
+                                         "('adapter_version', 'adapter_max_label', 'adapter_mark')").fetchall())
+                mark = int(state.get("adapter_mark", 0))
+                changes = {"last_label_id": undo_id,
+                           "labels": -1 if after is None and was is not None else 0,
+                           "preference_labels": is_preference(after[1] if after else None)
+                           - is_preference(was[1] if was else None),
+                           "labels_since_round": (self._toward_round(cur, after, mark) if after else 0)
+                           - (self._toward_round(cur, was, mark) if was else 0),
+                           "undone_in_adapter": 0 if probe else self._in_current_adapter(cur, label_id, outcome, state)}
+                prompt_id = cur.execute("SELECT prompt_id FROM candidates WHERE id = ?", [cand]).fetchone()
+                if prompt_id is not None and not probe:
+                    changes["pool"] = self._requeue_after_undo(cur, cand, int(prompt_id[0]), back=after is None)
+                self._bump(cur, changes)
             return int(cand), left, bool(control)
 
         return retry_conflicts(write)
+
+    def _newest_effective(self, cur: Any, source: str) -> tuple[int, int, str | None, bool, str, bool] | None:
+        """(id, candidate, shown_left, control, outcome, probe) of the source's newest label not undone."""
+        last = cur.execute("SELECT value FROM loop_counters WHERE name = 'last_label_id'").fetchone()
+        last = int(last[0]) if last else 0
+        window = 256
+        while True:
+            # Label ids grow with time, so `id > lo` skips all older row groups (zone maps); an undo
+            # is always newer than the label it undoes, so the same bound holds for undo events.
+            lo = max(last - window, 0)
+            row = cur.execute(
+                "SELECT l.id, l.candidate_id, l.shown_left, coalesce(l.control, false), l.outcome, "
+                "coalesce(l.probe, false) FROM labels l "
+                "WHERE l.id > ? AND l.source = ? AND l.outcome <> 'undo' AND NOT EXISTS (SELECT 1 FROM labels u "
+                "WHERE u.id > ? AND u.outcome = 'undo' AND u.undoes = l.id) ORDER BY l.id DESC LIMIT 1",
+                [lo, source, lo]).fetchone()
+            if row is not None or lo == 0:
+                return None if row is None else (int(row[0]), int(row[1]), row[2], bool(row[3]), row[4], bool(row[5]))
+            window *= 8
+
+    def _in_current_adapter(self, cur: Any, label_id: int, outcome: str, state: dict[str, int]) -> int:
+        """1 if the current adapter trained on this label (it knows it until retrained), else 0."""
+        if not state.get("adapter_version") or label_id > state.get("adapter_max_label", 0) or not is_preference(outcome):
+            return 0  # the usual undo: a label newer than the last round
+        row = cur.execute("SELECT list_contains(CAST(manifest->'label_ids' AS BIGINT[]), ?) FROM adapters "
+                          "WHERE version = ?", [label_id, state["adapter_version"]]).fetchone()
+        return int(bool(row and row[0]))
+
+    def _requeue_after_undo(self, cur: Any, cand: int, prompt_id: int, *, back: bool) -> int:
+        """Put an unlabeled candidate back with its freshest score, refresh its prompt's flag; returns Δ pool."""
+        free = ("SELECT count(*) FILTER (WHERE NOT prompt_labeled), count(*) FROM queue WHERE prompt_id = ?")
+        before = cur.execute(free, [prompt_id]).fetchone()[0]
+        if back:
+            cur.execute("INSERT INTO queue (candidate_id, prompt_id) SELECT c.id, c.prompt_id FROM candidates c "
+                        "JOIN prompts p ON p.id = c.prompt_id WHERE c.id = ? AND p.split = 'train'", [cand])
+            fresh = cur.execute(_FRESHEST, [cand])
+            srow = fresh.fetchone()
+            if srow is not None:
+                s = dict(zip([d[0] for d in fresh.description], srow))
+                cur.execute(f"UPDATE queue SET {', '.join(f'{f} = ?' for f in _QUEUE_SCORE_FIELDS)} "
+                            "WHERE candidate_id = ?", [s[f] for f in _QUEUE_SCORE_FIELDS] + [cand])
+        # The prompt is labeled while any of its train candidates is not queued (has a label).
+        siblings = cur.execute("SELECT count(*) FROM candidates WHERE prompt_id = ?", [prompt_id]).fetchone()[0]
+        queued = cur.execute(free, [prompt_id]).fetchone()[1]
+        cur.execute("UPDATE queue SET prompt_labeled = ? WHERE prompt_id = ?", [siblings > queued, prompt_id])
+        return int(cur.execute(free, [prompt_id]).fetchone()[0]) - int(before)
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -161,33 +312,29 @@ class QueueMixin:
             return None
         prompt = cur.execute("SELECT text FROM prompts WHERE id = ?", [cand[1]]).fetchone()[0]
         q = cur.execute("SELECT acquisition, score, entropy, reward_a, reward_b, p_a, fallback, adapter_version, "
-                        "scored_at FROM queue WHERE candidate_id = ?", [candidate_id]).fetchone()
+                        "label_clock FROM queue WHERE candidate_id = ?", [candidate_id]).fetchone()
         q = q or (None,) * 9
-        since = None
-        if q[8] is not None:
-            since = cur.execute("SELECT count(*) FROM labels WHERE outcome <> 'undo' AND created_at > ?",
-                                [q[8]]).fetchone()[0]
+        # Labels since scored: the label clock now minus the clock the score was written at.
+        since = None if q[8] is None else max(self.counter("label_events") - int(q[8]), 0)
         d = dict(zip(_SHOWN_KEYS, (cand[0], cand[1], prompt, cand[2], cand[3], *q[:8], since)))
         d["rank"] = rank
         return d
 
     def best_unlabeled(self, acquisition: str | None = None, *, exclude_labeled_prompts: bool = True,
-                       exclude: Iterable[int] = ()) -> dict[str, Any] | None:
+                       exclude: Iterable[int] = (), exclude_prompt: int | None = None) -> dict[str, Any] | None:
         """The best queued candidate: scores of `acquisition` by the newest adapter first, then highest.
 
         A fresher adapter's scores always outrank stale ones, so a partial rescore is used at once.
         Candidates without such a score (just generated, or scored by another function) come after
-        every scored one, oldest first.
+        every scored one, oldest first. `exclude` (candidates) and `exclude_prompt` let a pick be
+        made ahead, as if a pending label were already written.
         """
         # Filters are added only when they filter: each costs a pass over the column (≈ 1 ms at 1M),
         # and two narrow top-1 scans beat one ORDER BY over CASE expressions (≈ 3.5 vs 6 ms).
         where, params = ["true"], []
         if exclude_labeled_prompts:
             where.append("NOT prompt_labeled")
-        excluded = list(exclude)
-        if excluded:
-            where.append("candidate_id NOT IN (SELECT unnest(?::BIGINT[]))")
-            params.append(excluded)
+        where, params = _excluding(where, params, exclude, exclude_prompt)
         common = " AND ".join(where)
         scored = "acquisition = ?" if acquisition is not None else "score IS NOT NULL"
         row = self.cursor().execute(
@@ -200,25 +347,37 @@ class QueueMixin:
                 return None
         return self.shown(int(row[0]), rank=1)
 
-    def random_unlabeled(self, seed: int, *, exclude_labeled_prompts: bool = True) -> dict[str, Any] | None:
+    def random_unlabeled(self, seed: int, *, exclude_labeled_prompts: bool = True, exclude: Iterable[int] = (),
+                         exclude_prompt: int | None = None) -> dict[str, Any] | None:
         """A uniformly random queued candidate (the control arm), reproducible for a seed."""
+        where, params = _excluding(["NOT (prompt_labeled AND ?)"], [exclude_labeled_prompts], exclude, exclude_prompt)
         row = self.cursor().execute(
-            "SELECT candidate_id FROM queue WHERE NOT (prompt_labeled AND ?) "
-            "ORDER BY hash(candidate_id, ?) LIMIT 1", [exclude_labeled_prompts, seed]).fetchone()
+            f"SELECT candidate_id FROM queue WHERE {' AND '.join(where)} ORDER BY hash(candidate_id, ?) LIMIT 1",
+            [*params, seed]).fetchone()
         return self.shown(int(row[0])) if row else None
 
     def impression_count(self) -> int:
-        """Pairs ever put in front of a labeler (the clock of the control arm and side coin)."""
-        return int(self.cursor().execute("SELECT count(*) FROM impressions").fetchone()[0])
+        """Pairs ever put in front of a labeler (the clock of the control arm and side coin); a kept counter."""
+        return self.counter("impressions")
 
     def record_impression(self, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
-        """Log that a pair was put in front of a labeler; returns the impression id.
+        """Log that a pair was put in front of a labeler; returns the impression id."""
 
-        It keeps the prediction the pair was shown with (r̂_A, r̂_B, p(A≻B) by `scored_by`): the
-        label that follows is a test of that model, which has not trained on it (prequential).
+        def write() -> int:
+            with self.transaction() as cur:
+                imp = self._write_impression(cur, shown, left=left, control=control, source=source)
+                self._bump(cur, {"impressions": 1, f"last_impression:{source}": imp})
+            return imp
+
+        return retry_conflicts(write)
+
+    def _write_impression(self, cur: Any, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
+        """Insert one impression with the prediction the pair is shown with (r̂_A, r̂_B, p(A≻B) by `scored_by`).
+
+        The label that follows is a test of that model, which has not trained on it (prequential).
         """
         probe_of = shown.get("probe_of")
-        row = self.cursor().execute(
+        row = cur.execute(
             "INSERT INTO impressions (candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
             "source, reward_a, reward_b, p_a, probe, probe_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "RETURNING id",
@@ -229,15 +388,18 @@ class QueueMixin:
 
     def pending_impression(self, source: str = "human") -> tuple[dict[str, Any], str, bool, int] | None:
         """The pair last shown to this source if still unlabeled: (shown, left, control, impression id)."""
-        row = self.cursor().execute(
-            "SELECT i.id, i.candidate_id, i.shown_left, i.control, i.rank, i.probe_of FROM impressions i "
-            "WHERE i.source = ? ORDER BY i.id DESC LIMIT 1", [source]).fetchone()
+        last = self.counter(f"last_impression:{source}")
+        if not last:
+            return None
+        cur = self.cursor()
+        row = cur.execute("SELECT candidate_id, shown_left, control, rank, probe_of FROM impressions WHERE id = ?",
+                          [last]).fetchone()
         if row is None:
             return None
-        imp_id, cand, left, control, rank, probe_of = row
+        cand, left, control, rank, probe_of = row
         if probe_of is not None:  # a probe's pair is labeled already: pending until the probe is answered
-            shown = self.probe_shown(cand, probe_of) if self.probe_pending(imp_id) else None  # type: ignore[attr-defined]
-            return None if shown is None else (shown, left, False, int(imp_id))
-        if not self.cursor().execute("SELECT count(*) FROM queue WHERE candidate_id = ?", [cand]).fetchone()[0]:
+            shown = self.probe_shown(cand, probe_of) if self.probe_pending(last) else None  # type: ignore[attr-defined]
+            return None if shown is None else (shown, left, False, last)
+        if not cur.execute("SELECT count(*) FROM queue WHERE candidate_id = ?", [cand]).fetchone()[0]:
             return None
-        return self.shown(cand, rank), left, bool(control), int(imp_id)
+        return self.shown(cand, rank), left, bool(control), last

@@ -34,7 +34,7 @@ from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.eval_items import EvalItemsMixin
 from apl_tui.eval_store import EvalStoreMixin
 from apl_tui.probes import ProbeMixin
-from apl_tui.queue import _SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
+from apl_tui.queue import _QUEUE_SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
 from apl_tui.store_imports import ImportMixin
 
@@ -297,17 +297,24 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
         if not rows:
             return []
         refs = list(ref_logps) if ref_logps is not None else [(None, None)] * len(rows)
-        with self.transaction() as cur:
-            ids = [r[0] for r in cur.execute("SELECT nextval('candidate_ids') FROM range(?)",
-                                             [len(rows)]).fetchall()]
-            cur.executemany(
-                "INSERT INTO candidates (id, prompt_id, completion_a, completion_b, eos_a, eos_b, tokens_a, "
-                "tokens_b, adapter_version, temperature, top_p, max_new_tokens, entropy, origin, "
-                "ref_logp_a, ref_logp_b) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(i, r.prompt_id, r.completion_a, r.completion_b, r.eos_a, r.eos_b, r.tokens_a, r.tokens_b,
-                  r.adapter_version, r.temperature, r.top_p, r.max_new_tokens, r.entropy, r.origin, ra, rb)
-                 for i, r, (ra, rb) in zip(ids, rows, refs)])
-            self._enqueue_candidates(cur, ids)
+
+        def write() -> list[int]:
+            with self.transaction() as cur:
+                return self._insert_candidates(cur, rows, refs)
+
+        return retry_conflicts(write)  # the `pool` counter may meet a label's update
+
+    def _insert_candidates(self, cur: Any, rows: Sequence[NewCandidate],
+                           refs: Sequence[tuple[float | None, float | None]]) -> list[int]:
+        ids = [r[0] for r in cur.execute("SELECT nextval('candidate_ids') FROM range(?)", [len(rows)]).fetchall()]
+        cur.executemany(
+            "INSERT INTO candidates (id, prompt_id, completion_a, completion_b, eos_a, eos_b, tokens_a, "
+            "tokens_b, adapter_version, temperature, top_p, max_new_tokens, entropy, origin, "
+            "ref_logp_a, ref_logp_b) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(i, r.prompt_id, r.completion_a, r.completion_b, r.eos_a, r.eos_b, r.tokens_a, r.tokens_b,
+              r.adapter_version, r.temperature, r.top_p, r.max_new_tokens, r.entropy, r.origin, ra, rb)
+             for i, r, (ra, rb) in zip(ids, rows, refs)])
+        self._enqueue_candidates(cur, ids)
         return [int(i) for i in ids]
 
     def candidates(self, ids: Sequence[int] | None = None, *,
@@ -335,7 +342,7 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
     # ---- labels ----------------------------------------------------------------------------
 
     def loop_state(self) -> dict[str, Any]:
-        """Everything a status line and the round trigger need, in one statement.
+        """Everything a status line and the round trigger need, from the kept counters (one small read).
 
         Keys: labels (effective, skips included), preference_labels (effective a/b), label_events
         (all but undos), pool, adapter_version (0 without one), label_clock (label events when it
@@ -343,32 +350,12 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
         labels_since_round (effective labels other than skips made after the latest round started:
         what counts toward the next round; skips and undone labels never do).
         """
-        # `latest` is the current adapter (the newest not retired). The undone count reads only
-        # undo events newer than its newest label id, and its label list once: cheap enough for
-        # every status refresh.
-        row = self.cursor().execute(
-            "WITH latest AS (SELECT version, (manifest->>'label_clock')::BIGINT AS clock, "
-            "CAST(manifest->'label_ids' AS BIGINT[]) AS ids, "
-            # labels after this id count toward the next round (older adapters: their newest label)
-            "coalesce((manifest->>'label_watermark')::BIGINT, list_max(CAST(manifest->'label_ids' AS BIGINT[]))) "
-            "AS mark FROM adapters WHERE " + _USABLE +
-            " ORDER BY version DESC LIMIT 1) "
-            "SELECT (SELECT count(*) FROM effective_labels), "
-            "(SELECT count(*) FROM effective_labels WHERE outcome IN ('a', 'b')), "
-            "(SELECT count(*) FROM labels WHERE outcome <> 'undo'), "
-            "(SELECT count(*) FROM queue WHERE NOT prompt_labeled), "
-            "(SELECT version FROM latest), (SELECT clock FROM latest), "
-            "(SELECT count(*) FROM labels u, latest WHERE u.outcome = 'undo' AND u.id > list_max(latest.ids) "
-            "AND list_contains(latest.ids, u.undoes)), "
-            "(SELECT count(*) FROM effective_labels WHERE outcome <> 'skip' "
-            "AND id > coalesce((SELECT mark FROM latest), 0))").fetchone()
-        keys = ("labels", "preference_labels", "label_events", "pool", "adapter_version", "label_clock",
-                "undone_in_adapter", "labels_since_round")
-        state = dict(zip(keys, row))
-        state["adapter_version"] = state["adapter_version"] or 0
-        state["label_clock"] = state["label_clock"] or 0
-        state["undone_in_adapter"] = state["undone_in_adapter"] or 0
-        return state
+        c = self.counters()
+        return {"labels": c.get("labels", 0), "preference_labels": c.get("preference_labels", 0),
+                "label_events": c.get("label_events", 0), "pool": c.get("pool", 0),
+                "adapter_version": c.get("adapter_version", 0), "label_clock": c.get("adapter_label_clock", 0),
+                "undone_in_adapter": c.get("undone_in_adapter", 0),
+                "labels_since_round": c.get("labels_since_round", 0)}
 
     def label_counts(self) -> dict[str, int]:
         """Effective labels by outcome."""
@@ -383,11 +370,11 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
 
     def label_watermark(self) -> int:
         """The newest label event's id (0 without one): a round records it, and later labels count toward the next."""
-        return int(self.cursor().execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0])
+        return self.counter("last_label_id")
 
     def label_events(self) -> int:
-        """All label events except undos: the clock that rounds and staleness count in."""
-        return int(self.cursor().execute("SELECT count(*) FROM labels WHERE outcome <> 'undo'").fetchone()[0])
+        """All label events except undos: the clock that rounds and staleness count in (a kept counter)."""
+        return self.counter("label_events")
 
     def training_pairs(self) -> list[dict[str, Any]]:
         """Effective a/b labels with texts and cached reference log-probs, oldest first."""
@@ -434,14 +421,15 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
                     raise StoreError(f"adapter v{version} is already retired", hint="nothing to do")
                 cur.execute("INSERT INTO adapter_retirements (version, reason) VALUES (?, ?)",
                             [version, reason or None])
-                sets = ", ".join(f"{f} = s.{f}" for f in (*_SCORE_FIELDS, "scored_at"))
-                cur.execute("UPDATE queue SET " + ", ".join(f"{f} = NULL" for f in (*_SCORE_FIELDS, "scored_at"))
+                sets = ", ".join(f"{f} = s.{f}" for f in _QUEUE_SCORE_FIELDS)
+                cur.execute("UPDATE queue SET " + ", ".join(f"{f} = NULL" for f in _QUEUE_SCORE_FIELDS)
                             + " WHERE adapter_version = ?", [version])
                 cur.execute(
                     f"UPDATE queue SET {sets} FROM (SELECT * FROM scores WHERE {_USABLE_SCORE} QUALIFY "
                     "row_number() OVER (PARTITION BY candidate_id ORDER BY adapter_version DESC, scored_at DESC) = 1"
                     ") s WHERE queue.candidate_id = s.candidate_id AND queue.score IS NULL")
                 current = cur.execute(f"SELECT coalesce(max(version), 0) FROM adapters WHERE {_USABLE}").fetchone()
+                self._recount_adapter(cur)
             return int(current[0])
 
         return retry_conflicts(write)
@@ -455,16 +443,22 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
         """Record a finished round: the adapter row and its per-step metrics, atomically."""
         cols = ", ".join(f'"{m}"' for m in migrations.TRAIN_METRICS)
         marks = ", ".join("?" for _ in migrations.TRAIN_METRICS)
-        with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO adapters (version, parent, labels_used, label_hash, regime, path, config, metrics, "
-                "manifest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [version, parent, labels_used, label_hash, regime, path, json.dumps(config), json.dumps(metrics),
-                 json.dumps(manifest)])
-            if steps:
-                cur.executemany(
-                    f"INSERT INTO train_metrics (adapter_version, step, {cols}) VALUES (?, ?, {marks})",
-                    [[version, i + 1] + [s.get(m) for m in migrations.TRAIN_METRICS] for i, s in enumerate(steps)])
+
+        def write() -> None:
+            with self.transaction() as cur:
+                cur.execute(
+                    "INSERT INTO adapters (version, parent, labels_used, label_hash, regime, path, config, metrics, "
+                    "manifest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [version, parent, labels_used, label_hash, regime, path, json.dumps(config),
+                     json.dumps(metrics), json.dumps(manifest)])
+                if steps:
+                    cur.executemany(
+                        f"INSERT INTO train_metrics (adapter_version, step, {cols}) VALUES (?, ?, {marks})",
+                        [[version, i + 1] + [s.get(m) for m in migrations.TRAIN_METRICS]
+                         for i, s in enumerate(steps)])
+                self._recount_adapter(cur)
+
+        retry_conflicts(write)  # `undone_in_adapter` may meet an undo's update
 
     def add_eval(self, row: dict[str, Any]) -> None:
         keys = ("adapter_version", "oracle", "settings_hash", "settings", "n", "wins", "losses", "ties",

@@ -18,6 +18,7 @@ class ImportMixin:
 
     transaction: Callable[[], Any]
     _enqueue_candidates: Callable[[Any, Sequence[int]], None]
+    _recount: Callable[[Any], None]
 
     def add_imported_pairs(self, pairs: Sequence[Any], *, source: str,
                            label_source: str = "imported") -> dict[str, int]:
@@ -87,6 +88,8 @@ class ImportMixin:
             if labels:
                 cur.execute("UPDATE queue SET prompt_labeled = true WHERE NOT prompt_labeled AND prompt_id IN "
                             "(SELECT prompt_id FROM apl_new_pairs WHERE outcome IS NOT NULL)")
+            if labels:  # a bulk load: the counters are recounted once, not kept row by row
+                self._recount(cur)
         finally:
             cur.execute("DROP TABLE IF EXISTS apl_new_pairs")
         return {"prompts": int(prompts), "candidates": len(ids), "labels": int(labels)}

@@ -160,9 +160,18 @@ def test_migration_builds_the_queue_from_an_old_log(tmp_path, monkeypatch):
     # A store as a release with migrations 1–3 left it; then the queue dropped and v3 forgotten.
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
     monkeypatch.setattr(migrations, "LATEST", 3)
-    store = make_store(tmp_path, prompts=4)
+    # Written with that release's SQL (today's writes keep counters a v3 store does not have).
+    store = Store.create(tmp_path)
+    store.add_prompts([f"train prompt {i}" for i in range(4)], split="train", source="t.txt")
+    cur = store.cursor()
+    cur.execute("INSERT INTO candidates (prompt_id, completion_a, completion_b, adapter_version) "
+                "SELECT id, 'A' || id, 'B' || id, 0 FROM prompts ORDER BY id")
+    cur.execute("INSERT INTO queue (candidate_id, prompt_id) SELECT id, prompt_id FROM candidates")
     c = [x["id"] for x in store.candidates()]
-    score_all(store, {c[0]: 0.5, c[1]: 0.9}, version=1)
+    cur.execute("INSERT INTO scores (candidate_id, adapter_version, acquisition, score) VALUES "
+                "(?, 1, 'certainty', 0.5), (?, 1, 'certainty', 0.9)", [c[0], c[1]])
+    cur.execute("UPDATE queue SET acquisition = s.acquisition, adapter_version = s.adapter_version, score = s.score, "
+                "scored_at = s.scored_at FROM scores s WHERE queue.candidate_id = s.candidate_id")
     store.cursor().execute("INSERT INTO labels (candidate_id, outcome, source) VALUES (?, 'a', 'human')", [c[1]])
     store.cursor().execute("DELETE FROM queue WHERE candidate_id = ?", [c[1]])
     store.cursor().execute("UPDATE queue SET prompt_labeled = true WHERE prompt_id = "
@@ -176,3 +185,5 @@ def test_migration_builds_the_queue_from_an_old_log(tmp_path, monkeypatch):
     again = Store(tmp_path)
     assert again.schema_version() == migrations.LATEST
     assert _queue(again) == expected == _queue_from_log(again)
+    assert again.counters() == again.recounted()
+    assert again.loop_state()["labels"] == 1

@@ -1,8 +1,9 @@
 """Store and start-up: next-pair and label latency at 10k–1M candidates, export, import, help, first frame.
 
 Big stores are built the way a bulk load would: `INSERT … SELECT … FROM range(n)` into prompts,
-candidates (with cached reference log-probs) and scores, then the queue is rebuilt by
-migration 3's own SQL.
+candidates (with cached reference log-probs), scores and labels, without the lookup indexes, then
+the queue, indexes and counters are rebuilt from that log by the migrations' own SQL
+(`migrations.rebuild_derived_sql`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def build_store(root: Path, n: int, *, labeled: int = 0) -> Any:
 
     store = Store.create(root)
     with store.transaction() as cur:
+        cur.execute(migrations.BULK_LOAD_BEGIN)
         cur.execute("INSERT INTO prompts (text, split, source) "
                     "SELECT 'Prompt ' || i || ': ' || ?, 'train', 'bench' FROM range(?) t(i)", [FILLER, n])
         cur.execute("INSERT INTO candidates (prompt_id, completion_a, completion_b, tokens_a, tokens_b, "
@@ -44,10 +46,9 @@ def build_store(root: Path, n: int, *, labeled: int = 0) -> Any:
             cur.execute("INSERT INTO labels (candidate_id, outcome, shown_left, source) "
                         "SELECT i + 1, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 'a', 'human' FROM range(?) t(i)",
                         [labeled])
-        # Migration 3's own SQL rebuilds the queue from candidates, scores and labels (run here
-        # directly: later migrations may exist, so forgetting version 3 would not re-run it).
-        cur.execute("DROP TABLE queue")
-        cur.execute(next(sql for version, _, sql in migrations.MIGRATIONS if version == 3))
+        # The migrations' own SQL rebuilds the queue, indexes and counters from the log (run here
+        # directly: forgetting versions would re-run unrelated later migrations too).
+        cur.execute(migrations.rebuild_derived_sql())
     store.close()
     return Store(root)
 

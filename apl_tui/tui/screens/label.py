@@ -123,6 +123,10 @@ class LabelScreen(Screen[None]):
         except AplError as e:
             self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error", markup=False)
             shown = None
+        self.show(shown)
+
+    def show(self, shown: ShownPair | None) -> None:
+        """Put a pair on screen; once it is painted, the desk picks the one after it (read-ahead)."""
         self.shown = shown
         self.shown_at = time.monotonic()
         self.query_one(PairView).show_pair(shown, self._waiting_text())
@@ -130,6 +134,8 @@ class LabelScreen(Screen[None]):
             self.query_one(WhyPanel).show_current(shown)
         # The pair first, the counts right after: key-to-pair latency is what a labeler feels.
         self.call_after_refresh(self.refresh_status)
+        if shown is not None:
+            self.call_after_refresh(self.desk.read_ahead)
 
     def _waiting_text(self) -> str:
         own = getattr(self.desk, "waiting_text", None)  # a desk with its own words (apl label --eval)
@@ -143,10 +149,15 @@ class LabelScreen(Screen[None]):
             self.load_next()
 
     def pool_changed(self) -> None:
-        """The worker added or rescored pairs: show one if we were waiting; refresh the status."""
+        """The worker added or rescored pairs: show one if we were waiting; refresh the status.
+
+        A pair picked ahead by older scores is dropped and picked again by the fresh ones.
+        """
         if self.shown is None:
             self.load_next()
         else:
+            self.desk.forget_read_ahead()
+            self.desk.read_ahead()
             self.refresh_status()
 
     def refresh_status(self) -> None:
@@ -176,16 +187,22 @@ class LabelScreen(Screen[None]):
             return
         outcome = VERDICT_OUTCOMES.get(verdict) or shown.outcome_for_side(verdict)
         latency_ms = int((time.monotonic() - self.shown_at) * 1000)
+        saved = self.desk.labels_this_session
         try:
-            self.desk.record_label(shown, outcome, latency_ms=latency_ms)
+            # The label is committed (with the next pair's impression) before the next pair shows.
+            following = self.desk.label_and_next(shown, outcome, latency_ms=latency_ms)
         except AplError as e:
-            self.notify(f"label not saved: {e.message}", severity="error", markup=False)
-            return
+            if self.desk.labels_this_session == saved:
+                self.notify(f"label not saved: {e.message}", severity="error", markup=False)
+                return
+            # Saved, but the next pair could not be read: say so, and wait for the pool.
+            self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error", markup=False)
+            following = None
         self.session_times.append(time.monotonic())
         self.post_message(LabelsChanged())
         if self.reveal != "always":
             self.query_one(WhyPanel).show_last(shown, verdict)
-        self.load_next()
+        self.show(following)
 
     def action_undo(self) -> None:
         """Undo the newest label (again for older ones); that pair comes back to be labeled."""
