@@ -18,7 +18,8 @@ def _adapter(store: Store, version: int) -> None:
     ids = sorted(int(r["label_id"]) for r in store.training_pairs())
     store.add_adapter(version=version, parent=None, labels_used=len(ids), label_hash="h", regime="reset",
                       path=f"adapters/v{version}", config={}, metrics={},
-                      manifest={"label_ids": ids, "label_clock": store.label_events()}, steps=[])
+                      manifest={"label_ids": ids, "label_clock": store.label_events(),
+                                "label_watermark": store.label_watermark()}, steps=[])
 
 
 def _since_from_timestamps(store: Store, candidate_id: int) -> int | None:
