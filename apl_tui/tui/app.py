@@ -157,7 +157,9 @@ class LabelApp(App[None]):
             logger.info("learner still busy at quit (model load or step in progress): abandoned")
         if self.snapshots.stop(SNAPSHOT_JOIN_S):
             self.snapshots.flush()
-        self.desk.close()  # its read-ahead thread holds a cursor of the store the caller closes next
+        close = getattr(self.desk, "close", None)  # the label desk's read-ahead thread holds a store cursor
+        if close is not None:
+            close()
         self.shutdown_seconds = time.perf_counter() - t0
 
     async def action_quit(self) -> None:

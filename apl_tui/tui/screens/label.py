@@ -135,7 +135,9 @@ class LabelScreen(Screen[None]):
         # The pair first, the counts right after: key-to-pair latency is what a labeler feels.
         self.call_after_refresh(self.refresh_status)
         if shown is not None:
-            self.call_after_refresh(self.desk.read_ahead)
+            read_ahead = getattr(self.desk, "read_ahead", None)  # the evaluation desk has none
+            if read_ahead is not None:
+                self.call_after_refresh(read_ahead)
 
     def _waiting_text(self) -> str:
         own = getattr(self.desk, "waiting_text", None)  # a desk with its own words (apl label --eval)
@@ -156,8 +158,9 @@ class LabelScreen(Screen[None]):
         if self.shown is None:
             self.load_next()
         else:
-            self.desk.forget_read_ahead()
-            self.desk.read_ahead()
+            if hasattr(self.desk, "read_ahead"):
+                self.desk.forget_read_ahead()
+                self.desk.read_ahead()
             self.refresh_status()
 
     def refresh_status(self) -> None:
@@ -187,6 +190,15 @@ class LabelScreen(Screen[None]):
             return
         outcome = VERDICT_OUTCOMES.get(verdict) or shown.outcome_for_side(verdict)
         latency_ms = int((time.monotonic() - self.shown_at) * 1000)
+        if not hasattr(self.desk, "label_and_next"):  # a desk without read-ahead (the evaluation desk)
+            try:
+                self.desk.record_label(shown, outcome, latency_ms=latency_ms)
+            except AplError as e:
+                self.notify(f"label not saved: {e.message}", severity="error", markup=False)
+                return
+            self._after_label(shown, verdict)
+            self.load_next()
+            return
         saved = self.desk.labels_this_session
         try:
             # The label is committed (with the next pair's impression) before the next pair shows.
@@ -198,11 +210,14 @@ class LabelScreen(Screen[None]):
             # Saved, but the next pair could not be read: say so, and wait for the pool.
             self.notify(f"{e.message}" + (f" — {e.hint}" if e.hint else ""), severity="error", markup=False)
             following = None
+        self._after_label(shown, verdict)
+        self.show(following)
+
+    def _after_label(self, shown: ShownPair, verdict: str) -> None:
         self.session_times.append(time.monotonic())
         self.post_message(LabelsChanged())
         if self.reveal != "always":
             self.query_one(WhyPanel).show_last(shown, verdict)
-        self.show(following)
 
     def action_undo(self) -> None:
         """Undo the newest label (again for older ones); that pair comes back to be labeled."""
