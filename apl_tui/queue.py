@@ -197,7 +197,8 @@ class QueueMixin(CountersMixin):
             return None
         fresh = dict(zip(_SHOWN_KEYS[5:13], row[1:9]))
         # The label just written is not in the counter yet (it is bumped at the end of the transaction).
-        fresh["labels_since_scored"] = None if row[9] is None else max(counts.get("label_events", 0) + 1 - int(row[9]), 0)
+        clock = counts.get("label_events", 0) + 1
+        fresh["labels_since_scored"] = None if row[9] is None else max(clock - int(row[9]), 0)
         fresh["candidate_id"] = pick["candidate_id"]
         fresh["rank"] = pick["rank"]
         return fresh
@@ -217,8 +218,9 @@ class QueueMixin(CountersMixin):
                 if row is None:
                     return None
                 label_id, cand, left, control, outcome, probe = row
-                undo_id = int(cur.execute("INSERT INTO labels (candidate_id, outcome, undoes, source) "
-                                          "VALUES (?, 'undo', ?, ?) RETURNING id", [cand, label_id, source]).fetchone()[0])
+                undo_id = int(cur.execute(
+                    "INSERT INTO labels (candidate_id, outcome, undoes, source) VALUES (?, 'undo', ?, ?) RETURNING id",
+                    [cand, label_id, source]).fetchone()[0])
                 after = effective_of(self._candidate_events(cur, cand))
                 # The undone label was the effective one unless it answered a probe or a newer label
                 # of another source is.
@@ -262,7 +264,8 @@ class QueueMixin(CountersMixin):
 
     def _in_current_adapter(self, cur: Any, label_id: int, outcome: str, state: dict[str, int]) -> int:
         """1 if the current adapter trained on this label (it knows it until retrained), else 0."""
-        if not state.get("adapter_version") or label_id > state.get("adapter_max_label", 0) or not is_preference(outcome):
+        newer = label_id > state.get("adapter_max_label", 0)
+        if not state.get("adapter_version") or newer or not is_preference(outcome):
             return 0  # the usual undo: a label newer than the last round
         row = cur.execute("SELECT list_contains(CAST(manifest->'label_ids' AS BIGINT[]), ?) FROM adapters "
                           "WHERE version = ?", [label_id, state["adapter_version"]]).fetchone()

@@ -67,6 +67,37 @@ def _g(r: dict[str, Any], key: str, fmt: str) -> str:
     return _fmt(r.get(key), fmt)
 
 
+
+def _keypath_rows() -> tuple[Row, ...]:
+    """The key path per label-log size: key → frame, the desk's calls with and without read-ahead.
+
+    Rows for sizes a run did not measure (the quick preset's 10k, the full one's 1k/100k/1M) are left out.
+    """
+    rows: list[Row] = []
+    for tag, name in (("1k", "1k"), ("10k", "10k"), ("100k", "100k"), ("1m", "1M")):
+        rows += [
+            Row("keypath", f"key → pair written p99 ms, {name} labels", f"keypath_frame_p99_ms_{tag}", ".1f",
+                lambda r, t=tag: f"p50 {_g(r, f'keypath_frame_p50_ms_{t}', '.1f')}; "
+                                 f"{_g(r, 'keypath_pool', ',')} unlabeled candidates; target ≤ 16",
+                _at_most(f"keypath_frame_p99_ms_{tag}", 16)),
+            Row("keypath", f"desk per key p50 ms, {name} labels", f"keypath_key_p50_ms_{tag}", ".1f",
+                lambda r, t=tag: f"label + next impression (1 commit), p99 {_g(r, f'keypath_key_p99_ms_{t}', '.1f')}; "
+                                 f"status {_g(r, f'keypath_key_status_p50_ms_{t}', '.1f')}; picked ahead "
+                                 f"{_g(r, f'keypath_ahead_p50_ms_{t}', '.1f')} (off the key path, used "
+                                 f"{r.get(f'keypath_read_ahead_used_{t}', 0)}×)"),
+            Row("keypath", f"without read-ahead p50 ms, {name} labels", f"keypath_label_p50_ms_{tag}", ".1f",
+                lambda r, t=tag: f"label; next {_g(r, f'keypath_next_p50_ms_{t}', '.1f')}, impression "
+                                 f"{_g(r, f'keypath_impression_p50_ms_{t}', '.1f')}, status "
+                                 f"{_g(r, f'keypath_status_p50_ms_{t}', '.1f')}"),
+        ]
+        rows.append(Row("keypath", f"… while training, {name} labels", f"keypath_frame_p99_ms_{tag}_training", ".1f",
+                        lambda r, t=tag: f"p50 {_g(r, f'keypath_frame_p50_ms_{t}_training', '.1f')}; target ≤ 50; "
+                                         f"the app's learner meanwhile: {r.get('keypath_worker_train_steps', 0)} "
+                                         "DPO steps",
+                        _at_most(f"keypath_frame_p99_ms_{tag}_training", 50)))
+    return tuple(rows)
+
+
 ROWS = (
     Row("scoring", "ours: sequences/s", "scoring_seqs_per_s", ".1f",
         lambda r: f"naive {_g(r, 'scoring_naive_seqs_per_s', '.1f')}, "
@@ -146,7 +177,7 @@ ROWS = (
     Row("memory", "training peak RSS MB", "train_peak_rss_mb", ".0f",
         lambda r: f"{r.get('peak_rss_source', '?')} of a fresh process; weights {_g(r, 'weights_mb', '.0f')} MB "
                   f"(×{_g(r, 'train_rss_over_weights', '.1f')}); after load {_g(r, 'loaded_peak_rss_mb', '.0f')} MB"),
-)
+) + _keypath_rows()
 
 
 def _ms(r: dict[str, Any], key: str) -> float | None:
@@ -166,7 +197,7 @@ def table(results: dict[str, Any]) -> Any:
     out = Table("family", "measurement", "value", "comparison / target", "", title=title)
     ran = set(r.get("family_seconds", {})) - {key.removesuffix("_error") for key in r if key.endswith("_error")}
     for row in ROWS:
-        if row.family not in ran:
+        if row.family not in ran or (row.family == "keypath" and r.get(row.key) is None):
             continue
         ok = row.check(r)
         # Text, not markup: the consoles print markup as it is (user text may hold brackets).

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from apl_tui.bench import dpo_step, entropy, machine, memory, projection, scoring, storage, ui
+from apl_tui.bench import dpo_step, entropy, keypath, machine, memory, projection, scoring, storage, ui
 from apl_tui.bench.workload import BenchContext, BenchOptions
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ FAMILIES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "dpo": dpo_step.run,
     "entropy": entropy.run,
     "ui": ui.run,
+    "keypath": keypath.run,
     "store": storage.run,
     "memory": memory.run,
 }
@@ -36,7 +37,7 @@ STABLE_KEYS = (
     "scoring_fraction_of_peak", "scoring_fraction_of_peak_cpu", "train_fraction_of_peak", "train_fraction_of_peak_cpu",
     "entropy_speedup_vs_naive", "ui_next_pair_p50_ms", "ui_next_pair_p99_ms", "ui_next_pair_p99_ms_training",
     "store_next_pair_ms_1m", "store_label_insert_ms_1m", "export_100k_s", "help_s", "tui_first_frame_s",
-    "train_peak_rss_mb", "weights_mb",
+    "train_peak_rss_mb", "weights_mb", "keypath_frame_p99_ms_100k", "keypath_frame_p99_ms_100k_training",
 )
 """Keys every full run writes (null where a measurement could not run)."""
 

@@ -47,6 +47,12 @@ class BenchSizes:
     export_labels: int = field(default=100_000, metadata={"help": "labels exported"})
     process_runs: int = field(default=5, metadata={"help": "subprocess timings (help, first frame)"})
     memory_steps: int = field(default=3, metadata={"help": "DPO steps in the memory subprocess"})
+    keypath_labels: tuple[int, ...] = field(default=(1_000, 100_000, 1_000_000),
+                                            metadata={"help": "label-log sizes of the key-path measurements"})
+    keypath_pool: int = field(default=1_000_000, metadata={"help": "unlabeled candidates beside each label log"})
+    keypath_cycles: int = field(default=60, metadata={"help": "labels per desk timing, with and without read-ahead"})
+    keypath_training_labels: int = field(default=100_000,
+                                         metadata={"help": "the label-log size also measured while training"})
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.scoring_pairs < 1 or self.dpo_steps < 2 or self.dpo_rounds < 1:
@@ -61,7 +67,9 @@ class BenchSizes:
     def quick(cls) -> BenchSizes:
         """Under two minutes on tiny-random: fewer pairs and repeats, 60 labels (the 1M store builds in ≈ 5 s)."""
         return cls(warmup=1, repeats=3, scoring_pairs=8, dpo_steps=2, dpo_rounds=2, entropy_prompts=4,
-                   entropy_tokens=8, ui_labels=60, store_repeats=20, process_runs=3, memory_steps=2)
+                   entropy_tokens=8, ui_labels=60, store_repeats=20, process_runs=3, memory_steps=2,
+                   keypath_labels=(1_000, 10_000), keypath_pool=20_000, keypath_cycles=20,
+                   keypath_training_labels=10_000)
 
 
 @dataclass(frozen=True)

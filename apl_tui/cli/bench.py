@@ -21,12 +21,12 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="fewer pairs, repeats and labels (about two minutes)")] = False,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write every number to this JSON file")] = None,
     only: Annotated[str, typer.Option(help="families, comma-separated, run in this order "
-                                             "(scoring,projection,machine,dpo,entropy,ui,store,memory)")] = "",
+                                             "(scoring,projection,machine,dpo,entropy,ui,keypath,store,memory)")] = "",
     cache_dir: Annotated[Path | None, typer.Option(
         help="converted models (default: $APL_CACHE_DIR, else the user cache folder)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
-    """Measure scoring, the head projection, DPO steps, entropy, UI latency, the store and memory; print one table."""
+    """Measure scoring, projection, DPO steps, entropy, UI, the key path, the store and memory; print a table."""
     from apl_tui.bench import BenchOptions, BenchSizes, run_bench
     from apl_tui.bench.report import table
     from apl_tui.bench.runner import check_families
