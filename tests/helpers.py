@@ -23,4 +23,3 @@ def make_store(root: Path, *, prompts: int = 6, tests: int = 2, config: AplConfi
 
 def score_all(store: Store, values: dict[int, float], *, version: int = 0, name: str = "certainty") -> None:
     store.add_scores([ScoreRow(cid, version, name, v) for cid, v in values.items()])
-
