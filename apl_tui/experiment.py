@@ -44,14 +44,31 @@ class ExperimentConfig:
     train_prompts: int = 1000
     test_prompts: int = 100
     output: str = "experiments/cpu"
+    # "on-policy": each arm generates its own pairs (the app's loop); "shared-pool": per seed one
+    # pool of reference completions every arm selects from (apl_tui/shared_pool.py).
+    mode: str = "on-policy"
+    pool_prompts: int = 96  # shared-pool: train prompts in each seed's pool
+    pool_completions: int = 2  # shared-pool: reference completions per pool prompt
+    guard_prompts: int = 100  # shared-pool: test prompts for the KL and PMI estimates
+    eval_batch_size: int = 50  # shared-pool: prompts per generation batch in evaluation
     base: AplConfig = field(default_factory=AplConfig)
     folder: Path = Path(".")
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in ACQUISITIONS]
+        from apl_tui.shared_pool import POOL_ARMS
+
+        if self.mode not in ("on-policy", "shared-pool"):
+            raise ConfigError(f"unknown experiment.mode {self.mode!r}", hint="on-policy or shared-pool")
+        allowed = POOL_ARMS if self.mode == "shared-pool" else ACQUISITIONS
+        bad = [m for m in self.methods if m not in allowed]
         if bad:
-            raise ConfigError(f"unknown acquisition {bad[0]!r} in experiment.methods",
-                              hint=f"use {', '.join(ACQUISITIONS)}")
+            hint = f"use {', '.join(allowed)}"
+            if bad[0] in POOL_ARMS:
+                hint = f"{bad[0]} needs experiment.mode = \"shared-pool\""
+            raise ConfigError(f"unknown acquisition {bad[0]!r} in experiment.methods", hint=hint)
+        if self.pool_completions < 2 or self.pool_prompts < 1 or self.guard_prompts < 1 or self.eval_batch_size < 1:
+            raise ConfigError("experiment.pool_completions must be ≥ 2 and pool_prompts, guard_prompts, "
+                              "eval_batch_size ≥ 1", hint="e.g. pool_prompts = 96, pool_completions = 2")
         if not self.schedule or list(self.schedule) != sorted(set(self.schedule)) or self.schedule[0] < 1:
             raise ConfigError("experiment.schedule must be increasing label counts", hint="e.g. [16, 32, 48, 64]")
 

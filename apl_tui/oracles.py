@@ -4,6 +4,8 @@ One interface, `Oracle.judge(prompt, a, b) -> Verdict`, and one constructor, `bu
 
 - ``vader`` / ``vader:noise=0.3``: the more positive VADER sentiment wins (the IMDB task), with
   optional Bradley–Terry noise to mimic a fallible human.
+- ``imdb-task``: the IMDB task judge (apl_tui/judge.py): vader plus fluency, topic and repetition
+  guards, so a praise template that ignores the prompt cannot win.
 - ``openai`` / ``openai:model=NAME,base_url=URL``: any OpenAI-compatible chat endpoint as judge,
   A/B order randomised, forced choice, unparseable answers recorded rather than guessed.
 - ``python:module:function`` / ``python:path/to/file.py:function``: the user's own callable.
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 VERDICTS = ("a", "b", "tie", "unparseable")
 """What an oracle may answer about (left, right); `records.OUTCOMES` are the label log's terms."""
-KNOWN_ORACLES = ("vader", "openai", "python:MODULE:FUNCTION")
+KNOWN_ORACLES = ("vader", "imdb-task", "openai", "python:MODULE:FUNCTION")
 DEFAULT_INSTRUCTION = (
     "The text is the start of a movie review, continued by two assistants. "
     "Prefer the continuation that is more positive about the movie while staying fluent and on topic."
@@ -444,6 +446,11 @@ def build_oracle(spec: str, *, seed: int = 0, **options: Any) -> Oracle:
             raise OracleError(f"python oracles take no options (got {', '.join(options)})",
                               hint="configure your function in its own module")
         return load_python_oracle(spec)
+    if name == "imdb-task" and not rest and not options:
+        # The IMDB task judge (apl_tui/judge.py): vader plus fluency, topic and repetition guards.
+        from apl_tui.judge import TaskJudge
+
+        return TaskJudge()
     if name not in _OPTION_TYPES:
         raise OracleError(f"unknown oracle {spec!r}", hint=f"known oracles: {', '.join(KNOWN_ORACLES)}")
     # `sleep` is a test seam of the openai oracle, not a user option, so it is not advertised.
