@@ -85,7 +85,8 @@ def run_shared(exp: Any, out: Path, *, jobs: int = 1, log: Any = logger.info,
             elapsed = time.perf_counter() - t0
             rate = (done - start_done) / elapsed if elapsed > 0 else 0.0
             eta = (total - done) / rate if rate > 0 else float("nan")
-            log(f"{done}/{total} points, {elapsed / 60:.1f} min elapsed, ETA {eta / 60:.1f} min")
+            log(f"{time.strftime('%H:%M:%S')} {done}/{total} points, {elapsed / 60:.1f} min elapsed, "
+                f"ETA {eta / 60:.1f} min")
 
     if jobs <= 1:
         for task in tasks:
