@@ -113,7 +113,9 @@ def curves(rows: list[dict[str, Any]], metric: str = "win_rate") -> dict[str, li
 
 def _fmt_reach(reach: tuple[float | None, float | None, float | None]) -> str:
     point, lo, hi = reach
-    show = lambda v: "not reached" if v is None else f"{v:.0f}"  # noqa: E731
+    def show(v: float | None) -> str:
+        return "not reached" if v is None else f"{v:.0f}"
+
     return f"{show(point)} [{show(lo)}, {show(hi)}]"
 
 
@@ -134,9 +136,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     last = max((r["labels"] for r in rows), default=0)
     keys = ("win_rate", "vader_win_rate", "kl", "pmi", "g_oov", "g_distinct2", "g_repetition", "g_film", "g_on_topic",
             "g_top_word_share")
-    lines += ["", f"At {last} labels (means over seeds; reference: PMI {_mean(rows, 'pmi_ref'):.2f}, OOV "
-              f"{_mean(rows, 'ref_g_oov'):.3f}, distinct-2 {_mean(rows, 'ref_g_distinct2'):.3f}, film "
-              f"{_mean(rows, 'ref_g_film'):.3f}, on topic {_mean(rows, 'ref_g_on_topic'):.3f}):", "",
+    reference = (f"At {last} labels (means over seeds; reference: PMI {_mean(rows, 'pmi_ref'):.2f}, OOV "
+                 f"{_mean(rows, 'ref_g_oov'):.3f}, distinct-2 {_mean(rows, 'ref_g_distinct2'):.3f}, film "
+                 f"{_mean(rows, 'ref_g_film'):.3f}, on topic {_mean(rows, 'ref_g_on_topic'):.3f}):")
+    lines += ["", reference, "",
               "| arm | judge win | vader win | KL | PMI | OOV | distinct-2 | repetition | film | on topic | top word share |",
               "|---" * 11 + "|"]
     for arm in sorted({r["method"] for r in rows}):

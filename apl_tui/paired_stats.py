@@ -7,6 +7,7 @@ the t distribution comes from the regularised incomplete beta function.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -124,7 +125,7 @@ def auc(curve: Sequence[tuple[float, float]]) -> float:
     pts = sorted(curve)
     if len(pts) == 1:
         return pts[0][1]
-    area = sum((x1 - x0) * (y0 + y1) / 2.0 for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
+    area = sum((x1 - x0) * (y0 + y1) / 2.0 for (x0, y0), (x1, y1) in itertools.pairwise(pts))
     return area / (pts[-1][0] - pts[0][0])
 
 

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from apl_tui import guards
 from apl_tui.errors import ConfigError
 
 logger = logging.getLogger(__name__)

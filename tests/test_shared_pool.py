@@ -96,7 +96,9 @@ def test_arms_share_warmup_eval_prompts_and_samples(finished):
             assert [r["reference"] for r in per_prompt] == ref["texts"]
     # The oracle arm really peeks: its round picks the largest judge gaps of the window.
     pool = json.loads((out / "shared" / "s0" / "pool.json").read_text())
-    gap = lambda r: abs(pool["completions"][r[0]][r[1]]["judge"] - pool["completions"][r[0]][r[2]]["judge"])  # noqa: E731
+    def gap(r: list) -> float:
+        return abs(pool["completions"][r[0]][r[1]]["judge"] - pool["completions"][r[0]][r[2]]["judge"])
+
     best = json.loads((out / "shared" / "s0" / "points" / "oracle-max-gap-8.json").read_text())["label_rows"][4:]
     rand = json.loads((out / "shared" / "s0" / "points" / "random-8.json").read_text())["label_rows"][4:]
     assert sum(map(gap, best)) >= sum(map(gap, rand))
