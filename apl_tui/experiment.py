@@ -38,7 +38,7 @@ class ExperimentConfig:
     methods: tuple[str, ...] = ("random", "hybrid")
     seeds: tuple[int, ...] = (0, 1, 2)
     schedule: tuple[int, ...] = (16, 32, 48, 64)
-    oracle: str = "vader"
+    oracle: str = "imdb-task"
     train_file: str = "imdb/train.jsonl"
     test_file: str = "imdb/test.jsonl"
     train_prompts: int = 1000

@@ -14,7 +14,7 @@ from apl_tui.errors import AplError, Cancelled
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
 AcqOpt = Annotated[str | None, typer.Option("--acquisition", "-a", help=f"one of {', '.join(ACQUISITIONS)}")]
 # No short flag: -o means --output in every command that writes a file (export, experiment).
-OracleOpt = Annotated[str, typer.Option("--oracle", help="vader, vader:noise=T, openai or python:mod:fn")]
+OracleOpt = Annotated[str, typer.Option("--oracle", help="imdb-task (the IMDB task judge), vader, vader:noise=T, openai or python:mod:fn")]
 EVAL_PROMPTS = 32
 """Test prompts `apl eval` uses by default: a few minutes per adapter with SmolLM2 on a 2-core CPU."""
 
@@ -145,7 +145,7 @@ def train(store: StoreOpt = DEFAULT_STORE, model: ModelOpt = None, device: Devic
 
 @app.command()
 @friendly
-def run(oracle: OracleOpt = "vader", budget: Annotated[int, typer.Option(help="labels to collect in all")] = 64,
+def run(oracle: OracleOpt = "imdb-task", budget: Annotated[int, typer.Option(help="labels to collect in all")] = 64,
         store: StoreOpt = DEFAULT_STORE, acquisition: AcqOpt = None,
         round_size: Annotated[int | None, typer.Option(help="labels per training round")] = None,
         seed: Annotated[int | None, typer.Option(help="loop seed")] = None,
@@ -165,7 +165,7 @@ def run(oracle: OracleOpt = "vader", budget: Annotated[int, typer.Option(help="l
 
 @app.command("eval")
 @friendly
-def eval_(oracle: OracleOpt = "vader", store: StoreOpt = DEFAULT_STORE,
+def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
           adapter: Annotated[int | None, typer.Option(help="adapter version (default: all)")] = None,
           prompts: Annotated[int, typer.Option(
               help=f"test prompts to use (default {EVAL_PROMPTS}, sized for a CPU; 0 = the whole test split)")]
