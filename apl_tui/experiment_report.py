@@ -100,6 +100,31 @@ def paired_table(rows: list[dict[str, Any]], metric: str = "win_rate") -> list[d
     return results
 
 
+def prompt_paired(out: Path, labels: int) -> dict[str, tuple[float, float, int]]:
+    """Per arm: mean and s.e. of (arm − random) soft outcomes over every (seed, test prompt) pair.
+
+    Pairs prompts within a seed, so it measures evaluation noise only, not the training and
+    selection noise between seeds (the A/A row shows that part); read it next to the per-seed table.
+    """
+    from apl_tui.evaluation import mean_se
+
+    per: dict[str, dict[tuple[int, int], float]] = {}
+    for f in sorted((out / "shared").glob(f"s*/per_prompt/*-{labels}.json")):
+        for r in json.loads(f.read_text()):
+            if r["outcome"] is not None:
+                per.setdefault(r["method"], {})[(r["seed"], r["prompt_id"])] = float(r["outcome"])
+    base = per.get(BASELINE, {})
+    result = {}
+    for arm, outcomes in sorted(per.items()):
+        if arm == BASELINE:
+            continue
+        diffs = [v - base[k] for k, v in outcomes.items() if k in base]
+        mean, se = mean_se(diffs)
+        if mean is not None:
+            result[arm] = (mean, se or 0.0, len(diffs))
+    return result
+
+
 def curves(rows: list[dict[str, Any]], metric: str = "win_rate") -> dict[str, list[tuple[int, float, float, int]]]:
     """method → [(labels, mean over seeds, s.e. over seeds, seeds)]."""
     out: dict[str, list[tuple[int, float, float, int]]] = {}
@@ -119,7 +144,7 @@ def _fmt_reach(reach: tuple[float | None, float | None, float | None]) -> str:
     return f"{show(point)} [{show(lo)}, {show(hi)}]"
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], out: Path | None = None) -> str:
     """The report's tables: curves, paired differences, KL and guards at the last label count."""
     lines = ["| arm | " + " | ".join(f"{b} labels" for b, *_ in next(iter(curves(rows).values()), [])) + " |"]
     c = curves(rows)
@@ -134,6 +159,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['method']} ({r['seeds']} seeds, {r['labels']} labels) | {f.mean:+.3f} [{f.low:+.3f}, "
                      f"{f.high:+.3f}] | {holm_p} | {a.mean:+.3f} [{a.low:+.3f}, {a.high:+.3f}] | {_fmt_reach(r['reach'])} |")
     last = max((r["labels"] for r in rows), default=0)
+    if out is not None:
+        lines += ["", f"Per test prompt at {last} labels, pooled over seeds (evaluation noise only):", "",
+                  "| arm − random | mean ± s.e. | prompt × seed pairs |", "|---|---|---|"]
+        for arm, (mean, se, n) in prompt_paired(out, last).items():
+            lines.append(f"| {arm} | {mean:+.3f} ± {se:.3f} | {n} |")
     keys = ("win_rate", "vader_win_rate", "kl", "pmi", "g_oov", "g_distinct2", "g_repetition", "g_film", "g_on_topic",
             "g_top_word_share")
     reference = (f"At {last} labels (means over seeds; reference: PMI {_mean(rows, 'pmi_ref'):.2f}, OOV "
@@ -220,6 +250,6 @@ def render(out: Path, title: str = "") -> tuple[list[dict[str, Any]], str]:
     write_csv(rows, out / "results.csv")
     write_parquet(out, out / "per_prompt.parquet")
     plots(rows, out, title or out.name)
-    text = markdown(rows)
+    text = markdown(rows, out)
     (out / "report.md").write_text(text)
     return rows, text

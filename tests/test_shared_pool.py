@@ -125,7 +125,11 @@ def test_jobs_2_equals_jobs_1_and_resume_and_report(finished, model_cache, monke
         (one / name).unlink()
     r = CliRunner().invoke(app, ["experiment", "--report", str(one)])
     assert r.exit_code == 0, r.stderr
-    assert "arm − random" in r.stdout and "aa" in r.stdout
+    assert "arm − random" in r.stdout and "aa" in r.stdout and "Per test prompt at 8 labels" in r.stdout
+    from apl_tui.experiment_report import prompt_paired
+
+    paired = prompt_paired(one, 8)
+    assert set(paired) == {"aa", "certainty", "oracle-max-gap"} and all(n == 10 for _, _, n in paired.values())
     for name in ("curves.png", "paired.png", "reward_kl.png", "per_prompt.parquet", "report.md"):
         assert (one / name).exists()
     import pandas as pd
