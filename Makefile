@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/apl demo
 
 test: $(STAMP)
+	$(BIN)/ruff check apl_tui tests
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)

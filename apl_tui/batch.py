@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from apl_tui.engine import Engine
-from apl_tui.eval_items import EvalItem
 from apl_tui.errors import AplError, check_cancel
+from apl_tui.eval_items import EvalItem
 from apl_tui.events import EvalFinished, ProgressSink, StepProgressed, ignore
 
 

@@ -107,8 +107,8 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
                    cancel: threading.Event | None = None, log: Any = print) -> list[dict[str, Any]]:
     """Run (or resume) every method × seed to every schedule point; returns all CSV rows."""
     from apl_tui.batch import evaluate, run_loop
-    from apl_tui.engine import Engine
     from apl_tui.cache import model_cache_dir
+    from apl_tui.engine import Engine
     from apl_tui.importer import read_prompts
     from apl_tui.oracles import build_oracle
     from apl_tui.policy import Policy

@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from apl_tui.cli.common import DEFAULT_STORE, ModelOpt, StoreOpt, app, cancel_on_ctrl_c, err, friendly, out, stopped, styled
+from apl_tui.cli.common import (
+    DEFAULT_STORE,
+    ModelOpt,
+    StoreOpt,
+    app,
+    cancel_on_ctrl_c,
+    err,
+    friendly,
+    out,
+    stopped,
+    styled,
+)
 from apl_tui.config import ACQUISITIONS
 from apl_tui.errors import AplError, Cancelled
 
@@ -185,8 +196,8 @@ def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
     if not versions:
         raise AplError("no adapter to evaluate yet", hint="train a round first (apl train or apl run)")
     for v in versions:
-        row = _heavy(lambda sink, cancel: evaluate(engine, judge, adapter_version=v, prompts=prompts or None,
-                                                   sink=sink, cancel=cancel))
+        row = _heavy(lambda sink, cancel, v=v: evaluate(engine, judge, adapter_version=v, prompts=prompts or None,
+                                                        sink=sink, cancel=cancel))
         rate = "–" if row["win_rate"] is None else f"{row['win_rate']:.3f} ± {row['stderr']:.3f}"
         out.print(f"adapter v{v}: win-rate {rate} vs reference ({row['wins']} wins, {row['losses']} losses, "
                   f"{row['ties']} ties, n={row['n']}, {judge.name}){' [cached]' if row.get('cached') else ''}")

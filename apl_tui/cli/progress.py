@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from apl_tui.cli.common import err, styled
 from apl_tui.events import (
