@@ -231,19 +231,20 @@ def dopt(x: Any, groups: Sequence[int], *, batch: int, labeled: Any = None, weig
     both = np.concatenate([xs, lab])
     scale = float(np.sqrt((both * both).sum(axis=1).mean())) or 1.0
     xs, lab = xs / scale, lab / scale
-    h0inv = _h0_inverse(lab, ridge, xs.shape[1])
-    q = np.einsum("pd,dp->p", xs, h0inv(xs.T))  # (P,) xᵀH₀⁻¹x
+    h0inv, q = _h0_inverse(lab, ridge, xs)  # q: (P,) xᵀH₀⁻¹x
+    members: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    free = np.ones(len(xs), dtype=bool)
     updates: list[tuple[Any, float]] = []  # (u_s, coefficient) with H_t⁻¹ = H₀⁻¹ − Σ coef u uᵀ
     picked_gain: dict[int, float] = {}
-    taken: set[int] = set()
     for _ in range(min(batch, len(xs))):
-        gains = w * q
-        free = [i for i in range(len(xs)) if i not in picked_gain and groups[i] not in taken]
-        if not free:
+        if not free.any():
             break
-        t = max(free, key=lambda i: (gains[i], -i))
+        gains = np.where(free, w * q, -np.inf)
+        t = int(np.argmax(gains))  # ties: the lowest index
         picked_gain[t] = float(gains[t])
-        taken.add(groups[t])
+        free[members[groups[t]]] = False  # one pair per prompt
         u = h0inv(xs[t][:, None])[:, 0]  # (d,) H_t⁻¹ x_t
         for us, coef in updates:
             u = u - coef * us * float(us @ xs[t])
@@ -253,18 +254,25 @@ def dopt(x: Any, groups: Sequence[int], *, batch: int, labeled: Any = None, weig
     return [picked_gain.get(i, float(w[i] * q[i])) for i in range(len(xs))]
 
 
-def _h0_inverse(lab: Any, ridge: float, d: int) -> Any:
-    """V ↦ (λI + LᵀL)⁻¹V; Woodbury through the n×n system while there are fewer labels than dims."""
+def _h0_inverse(lab: Any, ridge: float, xs: Any) -> tuple[Callable[[Any], Any], Any]:
+    """(V ↦ H₀⁻¹V, xᵀH₀⁻¹x per row of xs) for H₀ = λI + LᵀL.
+
+    While there are fewer labels than dimensions, Woodbury works in the n×n system:
+    H₀⁻¹ = (I − Lᵀ(λI + LLᵀ)⁻¹L)/λ.
+    """
     import numpy as np
 
-    n = lab.shape[0]
+    n, d = lab.shape
+    sq = (xs * xs).sum(axis=1)  # (P,)
     if n == 0:
-        return lambda v: v / ridge
+        return (lambda v: v / ridge), sq / ridge
     if n < d:
-        gram = ridge * np.eye(n) + lab @ lab.T  # (n, n)
-        return lambda v: (v - lab.T @ np.linalg.solve(gram, lab @ v)) / ridge
+        ginv = np.linalg.inv(ridge * np.eye(n) + lab @ lab.T)  # (n, n)
+        z = lab @ xs.T  # (n, P)
+        q = (sq - (z * (ginv @ z)).sum(axis=0)) / ridge
+        return (lambda v: (v - lab.T @ (ginv @ (lab @ v))) / ridge), q
     inv = np.linalg.inv(ridge * np.eye(d) + lab.T @ lab)  # (d, d)
-    return lambda v: inv @ v
+    return (lambda v: inv @ v), ((xs @ inv) * xs).sum(axis=1)
 
 
 def dopt_gap(x: Any, gaps: Sequence[float] | None, groups: Sequence[int], *, batch: int, labeled: Any = None,

@@ -61,7 +61,9 @@ def test_h0_inverse_woodbury_and_explicit_agree(n: int) -> None:
     rng = np.random.default_rng(n)
     lab, v = rng.standard_normal((n, 6)), rng.standard_normal((6, 4))
     want = np.linalg.solve(0.5 * np.eye(6) + lab.T @ lab, v)
-    assert np.allclose(acq._h0_inverse(lab, 0.5, 6)(v), want)
+    apply, q = acq._h0_inverse(lab, 0.5, v.T)
+    assert np.allclose(apply(v), want)
+    assert np.allclose(q, (v * want).sum(axis=0))
 
 
 def test_dopt_gap_represents_each_prompt_by_its_widest_pair() -> None:
