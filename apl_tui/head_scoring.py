@@ -138,3 +138,21 @@ def wrap(scores: Sequence[float], a: AcquisitionConfig, *, batch: int, seed: int
         return list(scores)
     return acq.batch_keys(scores, batch, selection=a.selection, tau=a.softmax_temperature,
                           mix_random=a.mix_random, seed=seed)
+
+
+def rank_pool_pairs(name: str, pool: dict[str, Any], cands: Sequence[tuple[int, int, int]],
+                    labels: Sequence[Sequence[Any]], a: AcquisitionConfig, *, batch: int,
+                    seed: int) -> list[tuple[int, int, int]]:
+    """Experiments (shared-pool mode): `cands` (prompt, i, j) best first under head function `name`.
+
+    `pool["completions"][p][i]["phi"]` holds φ; `labels` are [prompt, i, j, outcome] rows (outcome
+    "a": completion i won; ties and unparseable verdicts are not a/b labels and are skipped).
+    """
+    comps = pool["completions"]
+    rows = [{"id": n, "prompt_id": p, "completion_a": str(i), "completion_b": str(j),
+             "phi_a": comps[p][i]["phi"], "phi_b": comps[p][j]["phi"]} for n, (p, i, j) in enumerate(cands)]
+    ab = [(comps[p][i]["phi"], comps[p][j]["phi"], outcome == "a") for p, i, j, outcome in labels
+          if outcome in ("a", "b")]
+    scored = score_pool(name, rows, ab, a, adapter_version=0, batch=batch, seed=seed)
+    order = sorted(range(len(cands)), key=lambda n: (-scored[n].score, n))
+    return [cands[n] for n in order]

@@ -8,7 +8,7 @@ import pytest
 from apl_tui import pool
 from apl_tui.acquisition import HEAD_WARMUP_NOTE
 from apl_tui.config import AplConfig
-from apl_tui.head_scoring import COVERAGE_NOTE
+from apl_tui.head_scoring import COVERAGE_NOTE, rank_pool_pairs
 from apl_tui.learner import Learner
 from apl_tui.store import Store
 from tests.fakes import FakePolicy
@@ -113,3 +113,18 @@ def test_softmax_selection_perturbs_any_functions_scores_reproducibly(tmp_path):
         scores.append([r[0] for r in store.query("SELECT score FROM scores ORDER BY candidate_id")[1]])
     assert scores[1] == scores[2] and scores[0] != scores[1]
     assert np.all((np.asarray(scores[0]) >= 0) & (np.asarray(scores[0]) < 1.0))  # plain random: uniform draws
+
+
+def test_experiment_ranking_contrasts_the_widest_pair_once_labels_exist():
+    # one feature direction decides: completion 2 is best, 0 worst; labels teach that direction
+    def comp(x: float) -> dict:
+        return {"text": str(x), "eos": True, "phi": [x, 0.0, 1.0]}
+
+    pool = {"prompts": ["p0", "p1", "p2"], "completions": [[comp(0), comp(1), comp(2)] for _ in range(3)]}
+    labels = [[0, 2, 0, "a"], [0, 1, 0, "a"], [0, 2, 1, "a"], [0, 0, 1, "tie"]]
+    cands = [(p, i, j) for p in (1, 2) for i in range(3) for j in range(i + 1, 3)]
+    cfg = AplConfig().acquisition
+    ranked = rank_pool_pairs("gap-ucb", pool, cands, labels, cfg, batch=2, seed=0)
+    assert ranked[0][1:] == (0, 2) and ranked[1][1:] == (0, 2)  # both prompts' widest pair first
+    ranked = rank_pool_pairs("dopt", pool, cands, [], cfg, batch=2, seed=0)
+    assert {ranked[0][0], ranked[1][0]} == {1, 2}  # coverage: two prompts, not one twice
