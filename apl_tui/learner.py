@@ -89,14 +89,14 @@ class Learner:
         return random.Random(f"{self.config.loop.seed}:{salt}:{n}:{self.store.label_events()}").randrange(2**31)
 
     def pool_target(self) -> int:
-        """How many unlabeled pairs a refill aims for."""
+        """How many labels the pool should be ready to serve after a refill (unlabeled prompts)."""
         a = self.config.acquisition
         factor = a.certainty_factor if a.name in PAIR_FUNCTIONS + HEAD_FUNCTIONS else 1
         return max(a.pool_size, factor * self.config.loop.round_size)
 
     def refill(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
                target: int | None = None, *, quick_start: bool = False) -> int:
-        """Generate pairs until the pool holds `target` (default `pool_target`); returns pairs added.
+        """Generate pairs until the pool can serve `target` labels (default `pool_target`); returns pairs added.
 
         With `quick_start` and an empty pool, the first committed chunk is small
         (`QUICK_FIRST_CHUNK` pairs), so a waiting person gets a pair in a fraction of the time.
@@ -118,8 +118,8 @@ class Learner:
                                 cancel=cancel, limit=limit)
 
     def pool_low(self) -> bool:
-        """Whether the pool holds fewer unlabeled pairs than `acquisition.low_water` (at least 1)."""
-        return self.store.pool_size() < max(self.config.acquisition.low_water, 1)
+        """Whether the pool can serve fewer labels than `acquisition.low_water` (at least 1)."""
+        return pool.ready_prompts(self.store, self.config) < max(self.config.acquisition.low_water, 1)
 
     def train(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None, *,
               keep_pool: bool = False) -> AdapterInfo | None:
@@ -191,7 +191,7 @@ class Learner:
             n = self.score(sink, cancel, limit=a.chunk_size)
             return f"scored {n} pairs"
         # Nothing urgent: top the pool up by whole batches, so the buffer is full when a round starts.
-        if self.pool_target() - self.store.pool_size() >= self.config.generation.batch_size:
+        if self.pool_target() - pool.ready_prompts(self.store, self.config) >= self.config.generation.batch_size:
             n = self.refill(sink, cancel)
             if n:
                 return f"generated {n} pairs"

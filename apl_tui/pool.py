@@ -83,23 +83,30 @@ def _chunk_bounds(n: int, batch: int, factor: int, first: int | None) -> list[tu
     return bounds
 
 
+def ready_prompts(store: Store, cfg: AplConfig) -> int:
+    """Labels the pool can serve: its pairs over the pairs per prompt (= its pairs for N = 2)."""
+    return store.pool_size() // pairs_per_prompt(cfg.acquisition.completions)
+
+
 def refill(store: Store, policy: Any, cfg: AplConfig, *, target: int, seed: int,
            sink: ProgressSink, cancel: threading.Event | None, first_chunk: int | None = None) -> int:
-    """Generate pairs until the pool holds `target` unlabeled pairs (or prompts run out).
+    """Generate pairs until the pool can serve `target` labels (or prompts run out); returns pairs added.
+
+    With N completions per prompt a prompt brings N(N−1)/2 pairs but serves one label (its other
+    pairs leave the queue once one is labeled), so the target counts prompts, not pairs.
 
     entropy and hybrid filter prompts first: F_e prompts are scored by predictive entropy for each
     pair made, and only the most uncertain get a pair (the paper's stage 1). The work goes in
     chunks of `generation.batch_size` pairs, each committed at once, so the first pairs are ready
-    to label long before the pool is full. `first_chunk` (pairs) starts with a smaller chunk and
+    to label long before the pool is full. `first_chunk` (prompts) starts with a smaller chunk and
     doubles up to a full batch, for a person waiting in front of an empty pool.
     """
-    short = target - store.pool_size()
-    if short <= 0:
-        return 0
     a, gen = cfg.acquisition, cfg.generation
+    need = target - ready_prompts(store, cfg)  # prompts: one label each (a label retires its prompt's pairs)
+    if need <= 0:
+        return 0
     filtered = a.name in ("entropy", "hybrid")
     factor = a.entropy_factor if filtered else 1
-    need = math.ceil(short / pairs_per_prompt(a.completions))  # prompts
     picked = store.sample_prompts(need * factor, seed=seed, exclude_used=not a.allow_relabel_prompts)
     if not picked:
         return 0  # every prompt already has a pair: nothing to generate from

@@ -16,8 +16,8 @@ from tests.helpers import make_store
 
 
 def _config(name: str = "gap-ucb", completions: int = 4, **acq: object) -> AplConfig:
-    cfg = AplConfig().replace("acquisition", name=name, completions=completions, pool_size=12, low_water=2,
-                              control_share=0.0, warmup_labels=8, chunk_size=5, head_refit_every=2, **acq)
+    cfg = AplConfig().replace("acquisition", name=name, completions=completions, pool_size=3, low_water=2,
+                              control_share=0.0, warmup_labels=8, chunk_size=5, head_refit_every=2, certainty_factor=1, **acq)
     return cfg.replace("loop", round_size=8)
 
 
@@ -30,8 +30,9 @@ def _store(tmp_path, cfg: AplConfig, n: int = 30) -> Store:
 def test_four_completions_make_six_pairs_each_scored_once_per_completion(tmp_path):
     cfg = _config()
     store, policy = _store(tmp_path, cfg), FakePolicy()
-    added = pool.refill(store, policy, cfg, target=12, seed=1, sink=lambda e: None, cancel=None)
-    assert added == 12 and store.pool_size() == 12  # 2 prompts × C(4, 2)
+    added = pool.refill(store, policy, cfg, target=2, seed=1, sink=lambda e: None, cancel=None)
+    assert added == 12 and store.pool_size() == 12  # 2 prompts (one label each) × C(4, 2) pairs
+    assert pool.ready_prompts(store, cfg) == 2
     assert policy.scored == 8  # the reference pass saw each of the 8 completions once, not 24 sides
     rows = store.head_pool()
     by_prompt: dict[int, set] = {}
@@ -50,7 +51,7 @@ def test_four_completions_make_six_pairs_each_scored_once_per_completion(tmp_pat
 def test_features_survive_a_restart_and_a_label_removes_the_prompts_other_pairs(tmp_path):
     cfg = _config()
     store = _store(tmp_path, cfg)
-    pool.refill(store, FakePolicy(), cfg, target=12, seed=1, sink=lambda e: None, cancel=None)
+    pool.refill(store, FakePolicy(), cfg, target=2, seed=1, sink=lambda e: None, cancel=None)
     first = store.head_pool()[0]
     store.record_label(first["id"], "a", source="human")
     assert store.pool_size() == 6
@@ -75,7 +76,7 @@ def test_gap_ucb_draws_at_random_before_labels_then_uses_the_head(tmp_path):
     learner = Learner(store, cfg, policy=policy)
     assert learner.step().startswith("refit the preference head")  # nothing to score yet
     assert learner.step().startswith("generated")
-    assert learner.step() == "scored 18 pairs"  # 3 prompts × 6 (target 2 × 8 pairs); new pairs: the head scores the queue whole
+    assert learner.step() == "scored 48 pairs"  # a round's worth of prompts (8) × 6 pairs, scored whole
     best = store.best_unlabeled("gap-ucb")
     assert best["fallback"] == HEAD_WARMUP_NOTE
     rows = store.head_pool()
@@ -128,3 +129,29 @@ def test_experiment_ranking_contrasts_the_widest_pair_once_labels_exist():
     assert ranked[0][1:] == (0, 2) and ranked[1][1:] == (0, 2)  # both prompts' widest pair first
     ranked = rank_pool_pairs("dopt", pool, cands, [], cfg, batch=2, seed=0)
     assert {ranked[0][0], ranked[1][0]} == {1, 2}  # coverage: two prompts, not one twice
+
+
+@pytest.mark.parametrize("name", ["gap-ucb", "dopt+gap"])
+def test_loop_on_the_tiny_model_with_three_completions_and_a_head(tmp_path, tiny_policy, name):
+    from apl_tui.batch import run_loop
+    from apl_tui.engine import Engine
+    from apl_tui.oracles import build_oracle
+
+    cfg = AplConfig().replace("model", spec="tiny-random", device="cpu", max_prompt_tokens=24)
+    cfg = cfg.replace("generation", min_new_tokens=2, max_new_tokens=6, batch_size=8)
+    cfg = cfg.replace("acquisition", name=name, completions=3, warmup_labels=4, pool_size=6, low_water=2,
+                      control_share=0.0, chunk_size=8, head_refit_every=2)
+    cfg = cfg.replace("train", epochs=1, batch_size=4, warmup_steps=0).replace("loop", round_size=4)
+    store = Store.create(tmp_path, cfg)
+    store.add_prompts([f"The film number {i} was" for i in range(30)], split="train", source="t")
+    out = run_loop(Engine(store, cfg, policy=tiny_policy), build_oracle("vader"), budget=8)
+    assert out["labels"] == 8
+    phi_dims = store.query("SELECT DISTINCT len(phi_a) FROM candidates")[1]
+    assert phi_dims == [(tiny_policy.model.config.hidden_size,)]
+    # every labeled prompt had three completions, so three candidate pairs
+    per_prompt = store.query("SELECT count(*) FROM candidates WHERE prompt_id IN "
+                             "(SELECT c.prompt_id FROM labels l JOIN candidates c ON c.id = l.candidate_id) "
+                             "GROUP BY prompt_id")[1]
+    assert per_prompt and all(n == (3,) for n in per_prompt)
+    heads = store.query("SELECT count(*) FROM scores WHERE acquisition = ? AND p_a IS NOT NULL", [name])[1][0][0]
+    assert heads > 0  # the head scored pairs once labels existed
