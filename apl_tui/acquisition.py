@@ -8,9 +8,12 @@ explain a score (entropy, r̂_A, r̂_B, p(A≻B)) travel with it into the `score
   prompt's estimate uses its own N samples only (the authors' batched code averaged a window that
   crossed prompts; see tests/test_acquisition.py).
 - certainty: |r̂_A − r̂_B| with r̂ = β(log π_θ − log π_ref); the paper keeps the largest.
-- uncertainty: −|r̂_A − r̂_B| (the smallest margin first).
+- uncertainty: −|r̂_A − r̂_B| (the smallest margin first): the Sharpe-ratio rule of Belakaria et
+  al. 2025 ranks exactly so.
 - hybrid: entropy filter on prompts (F_e), then certainty over the generated pairs (F_c).
 - random: a seeded uniform draw.
+- gap-ucb, drts, dopt, dopt+gap: the preference head on frozen features, not r̂ (below).
+- batch_keys: softmax / mix-random selection over any function's scores.
 """
 
 from __future__ import annotations
