@@ -22,8 +22,8 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from apl_tui.records import ScoreRow
 

@@ -40,7 +40,8 @@ class FakePolicy:
     def generate(self, prompts, *, n, temperature, top_p=1.0, min_new_tokens=0, max_new_tokens, seed,
                  adapter=True, batch_size=16):
         self.entropy_prompts += list(prompts)
-        return [[FakeSample(f"{p} c{k}" + "!" * k, [1, 2], -self.entropy_of(p), True) for k in range(n)] for p in prompts]
+        return [[FakeSample(f"{p} c{k}" + "!" * k, [1, 2], -self.entropy_of(p), True) for k in range(n)]
+                for p in prompts]
 
     def generate_pairs(self, prompts, gen, *, seed, adapter=True):
         self.generated += list(prompts)

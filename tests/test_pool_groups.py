@@ -17,7 +17,8 @@ from tests.helpers import make_store
 
 def _config(name: str = "gap-ucb", completions: int = 4, **acq: object) -> AplConfig:
     cfg = AplConfig().replace("acquisition", name=name, completions=completions, pool_size=3, low_water=2,
-                              control_share=0.0, warmup_labels=8, chunk_size=5, head_refit_every=2, certainty_factor=1, **acq)
+                              control_share=0.0, warmup_labels=8, chunk_size=5, head_refit_every=2,
+                              certainty_factor=1, **acq)
     return cfg.replace("loop", round_size=8)
 
 
