@@ -75,9 +75,9 @@ def test_gap_ucb_draws_at_random_before_labels_then_uses_the_head(tmp_path):
     cfg = _config()
     store, policy = _store(tmp_path, cfg), FakePolicy()
     learner = Learner(store, cfg, policy=policy)
-    assert learner.step().startswith("refit the preference head")  # nothing to score yet
-    assert learner.step().startswith("generated")
-    assert learner.step() == "scored 48 pairs"  # a round's worth of prompts (8) × 6 pairs, scored whole
+    assert learner.step() == "generated 48 pairs"  # a round's worth of prompts (8) × 6 pairs
+    assert learner.step() == "refit the preference head, scored 48 pairs"  # the queue, scored whole
+    assert learner.step() is None  # nothing new: no refit, nothing unscored
     best = store.best_unlabeled("gap-ucb")
     assert best["fallback"] == HEAD_WARMUP_NOTE
     rows = store.head_pool()
