@@ -343,8 +343,13 @@ def test_allow_download_still_respects_hf_hub_offline(tmp_path: Path, monkeypatc
         load_model("nobody/no-such-model-xyz", "cpu", tmp_path, allow_download=True)
 
 
-def test_features_come_from_the_logp_pass_and_match_a_naive_pooling(tiny_policy: Policy) -> None:
-    """φ = mean of the last hidden state at the positions predicting the completion; logps unchanged."""
+@pytest.mark.parametrize("packed", [True, False])
+def test_features_come_from_the_logp_pass_and_match_a_naive_pooling(tiny_policy: Policy, packed: bool) -> None:
+    """φ = mean of the last hidden state at the positions predicting the completion; logps unchanged.
+
+    Both projection paths (the packed body + head split, and the model's own forward) give it.
+    """
+    tiny_policy.packed_head = packed
     completions = [" was great fun", " ok", ""]
     eos = [True, False, False]
     plain = tiny_policy.sequence_logps(PROMPTS, completions, eos, batch_size=2)
