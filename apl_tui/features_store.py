@@ -2,7 +2,7 @@
 
 φ(x, y) is the reference model's last hidden state mean-pooled over a completion (see
 `Policy.sequence_logps(features=True)`), computed in the same pass as the cached reference
-log-probs and stored beside them (`candidates.phi_a`, `phi_b`, migration 7), so a restart never
+log-probs and stored beside them (`candidates.phi_a`, `phi_b`, migration 8), so a restart never
 recomputes it. A completion shared by several pairs of a prompt is stored with each pair: simpler
 than a completions table, at the price of N−1 copies (N = 4: 2.3 kB each at d = 576).
 """

@@ -215,7 +215,7 @@ def _cache_missing_reference(store: Store, policy: Any, cands: list[dict], *, ba
 
 def fill_features(store: Store, policy: Any, cfg: AplConfig, *, sink: ProgressSink,
                   cancel: threading.Event | None) -> int:
-    """Compute φ for candidates the head may read but that lack it (pairs made before migration 7)."""
+    """Compute φ for candidates the head may read but that lack it (pairs made before migration 8)."""
     missing = store.missing_features()
     done = 0
     for chunk in _chunks(missing, cfg.acquisition.chunk_size):
