@@ -33,8 +33,8 @@ from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.eval_items import EvalItemsMixin
 from apl_tui.eval_store import EvalStoreMixin
-from apl_tui.probes import ProbeMixin
 from apl_tui.features_store import FeatureMixin
+from apl_tui.probes import ProbeMixin
 from apl_tui.queue import _QUEUE_SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
 from apl_tui.store_imports import ImportMixin

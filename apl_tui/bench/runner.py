@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from apl_tui.bench import (acquisition, dpo_step, entropy, keypath, machine, memory, projection, scoring,
-                        storage, ui)
+from apl_tui.bench import acquisition, dpo_step, entropy, keypath, machine, memory, projection, scoring, storage, ui
 from apl_tui.bench.workload import BenchContext, BenchOptions
 
 logger = logging.getLogger(__name__)
