@@ -8,9 +8,12 @@ explain a score (entropy, r̂_A, r̂_B, p(A≻B)) travel with it into the `score
   prompt's estimate uses its own N samples only (the authors' batched code averaged a window that
   crossed prompts; see tests/test_acquisition.py).
 - certainty: |r̂_A − r̂_B| with r̂ = β(log π_θ − log π_ref); the paper keeps the largest.
-- uncertainty: −|r̂_A − r̂_B| (the smallest margin first).
+- uncertainty: −|r̂_A − r̂_B| (the smallest margin first): the Sharpe-ratio rule of Belakaria et
+  al. 2025 ranks exactly so.
 - hybrid: entropy filter on prompts (F_e), then certainty over the generated pairs (F_c).
 - random: a seeded uniform draw.
+- gap-ucb, drts, dopt, dopt+gap: the preference head on frozen features, not r̂ (below).
+- batch_keys: softmax / mix-random selection over any function's scores.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from apl_tui.records import ScoreRow
 
@@ -141,3 +145,187 @@ def top_k(scores: Sequence[float], k: int) -> list[int]:
 def choose_left(seed: int, candidate_id: int, impression: int) -> str:
     """Which completion goes on the left: a fair, reproducible coin per shown pair."""
     return "a" if random.Random(f"{seed}:{candidate_id}:{impression}").random() < 0.5 else "b"
+
+
+# --- functions on the preference head (frozen features), and batch design -------------------------
+#
+# These read `apl_tui.pref_head.PrefHead` (an ensemble of Bradley–Terry models on the reference
+# model's mean-pooled hidden states), never DPO's implicit reward. Candidates are the pairs within
+# a prompt's group of N completions: `left`/`right` index completions, `groups` the prompt of a pair.
+
+HEAD_FUNCTIONS = ("gap-ucb", "drts", "dopt", "dopt+gap")
+"""Functions that score with the preference head and the features (DPO's r̂ is not used)."""
+
+HEAD_WARMUP_NOTE = "no a/b label yet: the preference head is not fitted, drawn at random"
+
+
+def center_by_group(util: Any, comp_groups: Sequence[int]) -> Any:
+    """Subtract, per member, each prompt's mean utility from its completions' utilities.
+
+    Only differences within a prompt mean anything to a Bradley–Terry model; centering removes the
+    part every completion of a prompt shares, whose member-to-member spread would otherwise swamp
+    the per-completion uncertainty. `util` is (M, C); returns (M, C).
+
+    >>> import numpy as np
+    >>> center_by_group(np.array([[1.0, 3.0, 10.0]]), [0, 0, 1]).tolist()
+    [[-1.0, 1.0, 0.0]]
+    """
+    import numpy as np
+
+    util = np.asarray(util, dtype=np.float64)
+    groups = np.asarray(comp_groups)
+    _, inverse = np.unique(groups, return_inverse=True)
+    sums = np.zeros((util.shape[0], int(inverse.max(initial=-1)) + 1))
+    np.add.at(sums.T, inverse, util.T)
+    counts = np.bincount(inverse).astype(np.float64)
+    return util - (sums / counts)[:, inverse]
+
+
+def gap_ucb(util: Any, left: Sequence[int], right: Sequence[int], *, c: float = 1.0) -> list[float]:
+    """max(UCB_l − LCB_r, UCB_r − LCB_l) = |μ_l − μ_r| + c(σ_l + σ_r) per pair (the largest optimistic gap).
+
+    μ, σ: mean and standard deviation over the ensemble's (centered) utilities `util` (M, C). Within
+    a prompt the top-scored pair is the one DeltaUCB (ActiveUltraFeedback) contrasts.
+    """
+    import numpy as np
+
+    util = np.asarray(util, dtype=np.float64)
+    mu, sd = util.mean(axis=0), util.std(axis=0)
+    lft, rgt = np.asarray(left), np.asarray(right)
+    return (np.abs(mu[lft] - mu[rgt]) + c * (sd[lft] + sd[rgt])).tolist()
+
+
+def drts(util: Any, left: Sequence[int], right: Sequence[int], groups: Sequence[int], *, seed: int) -> list[float]:
+    """Thompson variant of gap-ucb: per prompt two members m₁ ≠ m₂ are drawn (seeded by prompt).
+
+    Score of pair (l, r): max(u_m₁(l) − u_m₂(r), u_m₁(r) − u_m₂(l)), so the prompt's top pair is the
+    best completion under one draw against the worst under the other.
+    """
+    import numpy as np
+
+    util = np.asarray(util, dtype=np.float64)
+    m = util.shape[0]
+    out = []
+    for g, lft, rgt in zip(groups, left, right):
+        rng = random.Random(f"{seed}:drts:{g}")
+        m1, m2 = rng.sample(range(m), 2) if m >= 2 else (0, 0)
+        out.append(float(max(util[m1, lft] - util[m2, rgt], util[m1, rgt] - util[m2, lft])))
+    return out
+
+
+def dopt(x: Any, groups: Sequence[int], *, batch: int, labeled: Any = None, weights: Sequence[float] | None = None,
+         ridge: float = 1.0) -> list[float]:
+    """Greedy D-optimal batch over pair features x (P, d): score = w·xᵀH⁻¹x when picked.
+
+    H₀ = λI + Σ_labeled x xᵀ; each pick x_t (at most one per prompt) updates H ← H + w_t x_t x_tᵀ by
+    Sherman–Morrison, so later picks favour directions the batch has not covered yet. w = 1 before
+    any label (pure coverage); callers pass w = p(1 − p) from the head after. Rows are scaled to
+    unit RMS norm (over the candidates and the labeled rows), so λ means the same on any model.
+    Picked pairs score their gain at pick time (non-increasing along the batch); the others their
+    gain after the whole batch, so top-k (one per prompt) returns exactly the greedy batch.
+    """
+    import numpy as np
+
+    xs = np.asarray(x, dtype=np.float64)
+    lab = np.zeros((0, xs.shape[1])) if labeled is None else np.asarray(labeled, dtype=np.float64)
+    w = np.ones(len(xs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(xs) == 0:
+        return []
+    both = np.concatenate([xs, lab])
+    scale = float(np.sqrt((both * both).sum(axis=1).mean())) or 1.0
+    xs, lab = xs / scale, lab / scale
+    h0inv, q = _h0_inverse(lab, ridge, xs)  # q: (P,) xᵀH₀⁻¹x
+    members: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    free = np.ones(len(xs), dtype=bool)
+    updates: list[tuple[Any, float]] = []  # (u_s, coefficient) with H_t⁻¹ = H₀⁻¹ − Σ coef u uᵀ
+    picked_gain: dict[int, float] = {}
+    for _ in range(min(batch, len(xs))):
+        if not free.any():
+            break
+        gains = np.where(free, w * q, -np.inf)
+        t = int(np.argmax(gains))  # ties: the lowest index
+        picked_gain[t] = float(gains[t])
+        free[members[groups[t]]] = False  # one pair per prompt
+        u = h0inv(xs[t][:, None])[:, 0]  # (d,) H_t⁻¹ x_t
+        for us, coef in updates:
+            u = u - coef * us * float(us @ xs[t])
+        coef = w[t] / (1.0 + w[t] * float(xs[t] @ u))
+        updates.append((u, coef))
+        q = q - coef * (xs @ u) ** 2
+    return [picked_gain.get(i, float(w[i] * q[i])) for i in range(len(xs))]
+
+
+def _h0_inverse(lab: Any, ridge: float, xs: Any) -> tuple[Callable[[Any], Any], Any]:
+    """(V ↦ H₀⁻¹V, xᵀH₀⁻¹x per row of xs) for H₀ = λI + LᵀL.
+
+    While there are fewer labels than dimensions, Woodbury works in the n×n system:
+    H₀⁻¹ = (I − Lᵀ(λI + LLᵀ)⁻¹L)/λ.
+    """
+    import numpy as np
+
+    n, d = lab.shape
+    sq = (xs * xs).sum(axis=1)  # (P,)
+    if n == 0:
+        return (lambda v: v / ridge), sq / ridge
+    if n < d:
+        ginv = np.linalg.inv(ridge * np.eye(n) + lab @ lab.T)  # (n, n)
+        z = lab @ xs.T  # (n, P)
+        q = (sq - (z * (ginv @ z)).sum(axis=0)) / ridge
+        return (lambda v: (v - lab.T @ (ginv @ (lab @ v))) / ridge), q
+    inv = np.linalg.inv(ridge * np.eye(d) + lab.T @ lab)  # (d, d)
+    return (lambda v: inv @ v), ((xs @ inv) * xs).sum(axis=1)
+
+
+def dopt_gap(x: Any, gaps: Sequence[float] | None, groups: Sequence[int], *, batch: int, labeled: Any = None,
+             weights: Sequence[float] | None = None, ridge: float = 1.0) -> list[float]:
+    """Prompts by `dopt`, the pair within each prompt by its gap-ucb score.
+
+    Each prompt's highest-gap pair represents it in the D-optimal design (gains ≥ 0); its other
+    pairs score −1 − (their gap shortfall), below every representative. Without a head (`gaps`
+    None) this is plain `dopt`.
+    """
+    if gaps is None:
+        return dopt(x, groups, batch=batch, labeled=labeled, weights=weights, ridge=ridge)
+    best: dict[int, int] = {}
+    for i, g in enumerate(groups):
+        if g not in best or gaps[i] > gaps[best[g]]:
+            best[g] = i
+    reps = sorted(best.values())
+    rep_w = None if weights is None else [weights[i] for i in reps]
+    gains = dopt([x[i] for i in reps], [groups[i] for i in reps], batch=batch, labeled=labeled,
+                 weights=rep_w, ridge=ridge)
+    out = [-1.0 - (gaps[best[g]] - gaps[i]) for i, g in enumerate(groups)]
+    for i, gain in zip(reps, gains):
+        out[i] = gain
+    return out
+
+
+SELECTIONS = ("top-k", "softmax")
+
+
+def batch_keys(scores: Sequence[float], k: int, *, selection: str = "top-k", tau: float = 1.0,
+               mix_random: float = 0.0, seed: int = 0) -> list[float]:
+    """Keys whose top-k is the wrapped batch: any function's scores, chosen less redundantly.
+
+    softmax: k drawn without replacement with probability ∝ exp(z/τ), z the scores standardised
+    over the candidates (so τ is in units of their spread), by the Gumbel-top-k trick (top-k of
+    z/τ + Gumbel noise is exactly that sequential draw). mix_random: round(share·k) of the batch
+    are uniform draws, placed above the rest; the others follow the (wrapped) scores.
+    """
+    import numpy as np
+
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    keys = np.asarray(scores, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    if selection == "softmax" and len(keys):
+        sd = float(keys.std()) or 1.0
+        keys = (keys - keys.mean()) / sd / tau + rng.gumbel(size=len(keys))
+    keys = keys.copy()
+    m = min(len(keys), round(mix_random * k))
+    if m:
+        drawn = rng.choice(len(keys), m, replace=False)
+        keys[drawn] = float(keys.max()) + 1.0 + rng.random(m)
+    return keys.tolist()

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 from apl_tui.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
-ACQUISITIONS = ("random", "entropy", "certainty", "uncertainty", "hybrid")
+ACQUISITIONS = ("random", "entropy", "certainty", "uncertainty", "hybrid", "gap-ucb", "drts", "dopt", "dopt+gap")
+SELECTIONS = ("top-k", "softmax")
 LOSSES = ("sigmoid", "ipo", "ipo-sum", "robust")
 REGIMES = ("reset", "continue")
 
@@ -190,7 +191,8 @@ class AcquisitionConfig:
 
     SECTION: ClassVar[str] = "acquisition"
     name: str = field(default="hybrid", metadata=_help(
-        "random, entropy, certainty, uncertainty or hybrid", choices=ACQUISITIONS))
+        "random, entropy, certainty, uncertainty, hybrid (DPO's implicit reward) or gap-ucb, drts, dopt, "
+        "dopt+gap (the preference head on frozen features)", choices=ACQUISITIONS))
     entropy_samples: int = field(default=4, metadata=_help(
         "N samples per prompt for the entropy estimate (paper: 8)", ge=1))
     entropy_per_token: bool = field(default=False, metadata=_help("normalise entropy by completion length"))
@@ -206,6 +208,19 @@ class AcquisitionConfig:
     low_water: int = field(default=8, metadata=_help("refill the pool below this many unlabeled pairs", ge=0))
     chunk_size: int = field(default=32, metadata=_help("pairs per committed rescoring chunk", ge=1))
     allow_relabel_prompts: bool = field(default=False, metadata=_help("acquire prompts that already have a label"))
+    completions: int = field(default=2, metadata=_help(
+        "completions generated per prompt; every pair of them is a candidate (4 gives 6 pairs)", ge=2, le=16))
+    selection: str = field(default="top-k", metadata=_help(
+        "how a batch is taken from the scores: top-k, or softmax (k drawn ∝ exp(z/τ))", choices=SELECTIONS))
+    softmax_temperature: float = field(default=1.0, metadata=_help(
+        "τ of softmax selection, in standard deviations of the scores", gt=0))
+    mix_random: float = field(default=0.0, metadata=_help("share of each batch drawn uniformly at random", ge=0, le=1))
+    head_members: int = field(default=5, metadata=_help("bootstrap members of the preference head", ge=1, le=64))
+    head_ridge: float = field(default=1.0, metadata=_help(
+        "ridge λ of the preference head and of dopt's H₀ = λI + labeled φφᵀ", gt=0))
+    head_refit_every: int = field(default=4, metadata=_help(
+        "refit the preference head (and rescore) after this many new a/b labels", ge=1))
+    ucb_c: float = field(default=1.0, metadata=_help("gap-ucb's width: UCB = μ + c·σ over the head's members", ge=0))
 
     def __post_init__(self) -> None:
         _validate_fields(self)

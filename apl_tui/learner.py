@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from apl_tui import pool
-from apl_tui.acquisition import PAIR_FUNCTIONS
+from apl_tui.acquisition import HEAD_FUNCTIONS, PAIR_FUNCTIONS
 from apl_tui.cache import model_cache_dir
 from apl_tui.config import AplConfig
 from apl_tui.desk import round_due
@@ -47,6 +47,8 @@ class Learner:
         """Held by every heavy call: one model job at a time."""
         self.timings: dict[str, float] = {"refill": 0.0, "score": 0.0, "train": 0.0}
         """Seconds of heavy work by kind (experiments report the acquisition cost from it)."""
+        self.head_fitted_on: int | None = None
+        """a/b labels the preference head last scored the queue with (None: not yet in this process)."""
 
     @property
     def loaded(self) -> bool:
@@ -87,14 +89,14 @@ class Learner:
         return random.Random(f"{self.config.loop.seed}:{salt}:{n}:{self.store.label_events()}").randrange(2**31)
 
     def pool_target(self) -> int:
-        """How many unlabeled pairs a refill aims for."""
+        """How many labels the pool should be ready to serve after a refill (unlabeled prompts)."""
         a = self.config.acquisition
-        factor = a.certainty_factor if a.name in PAIR_FUNCTIONS else 1
+        factor = a.certainty_factor if a.name in PAIR_FUNCTIONS + HEAD_FUNCTIONS else 1
         return max(a.pool_size, factor * self.config.loop.round_size)
 
     def refill(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None,
                target: int | None = None, *, quick_start: bool = False) -> int:
-        """Generate pairs until the pool holds `target` (default `pool_target`); returns pairs added.
+        """Generate pairs until the pool can serve `target` labels (default `pool_target`); returns pairs added.
 
         With `quick_start` and an empty pool, the first committed chunk is small
         (`QUICK_FIRST_CHUNK` pairs), so a waiting person gets a pair in a fraction of the time.
@@ -110,12 +112,14 @@ class Learner:
         """Score what the current adapter has not scored; returns pairs scored."""
         with self.heavy_lock, self._timed("score"):
             policy = self.load_policy(sink, cancel)
+            if self.config.acquisition.name in HEAD_FUNCTIONS:
+                self.head_fitted_on = self.store.ab_label_count()
             return pool.rescore(self.store, policy, self.config, seed=self.config.loop.seed, sink=sink,
                                 cancel=cancel, limit=limit)
 
     def pool_low(self) -> bool:
-        """Whether the pool holds fewer unlabeled pairs than `acquisition.low_water` (at least 1)."""
-        return self.store.pool_size() < max(self.config.acquisition.low_water, 1)
+        """Whether the pool can serve fewer labels than `acquisition.low_water` (at least 1)."""
+        return pool.ready_prompts(self.store, self.config) < max(self.config.acquisition.low_water, 1)
 
     def train(self, sink: ProgressSink = ignore, cancel: threading.Event | None = None, *,
               keep_pool: bool = False) -> AdapterInfo | None:
@@ -147,6 +151,12 @@ class Learner:
         finally:
             self.timings["refill"] += time.perf_counter() - t0
 
+    def head_stale(self) -> bool:
+        """Whether the preference head should be refitted: `head_refit_every` new a/b labels (or none yet)."""
+        if self.head_fitted_on is None:
+            return True
+        return self.store.ab_label_count() - self.head_fitted_on >= self.config.acquisition.head_refit_every
+
     def round_due(self) -> tuple[bool, int, int]:
         """Whether a training round is due now (see `desk.round_due`)."""
         return round_due(self.config, self.store.loop_state())
@@ -158,7 +168,8 @@ class Learner:
         pairs, so this comes before a round); train when a round is due, topping the pool up
         between optimizer steps; score what the current adapter has not scored (so the queue is
         fresh); top the pool up when a whole generation batch is missing. A refill that finds no
-        unused prompt adds nothing and the order moves on.
+        unused prompt adds nothing and the order moves on. Head functions refit the preference head
+        (cheap, no model pass) every `head_refit_every` a/b labels, before the unscored check.
         """
         if self.policy is None:
             with self.heavy_lock:
@@ -172,11 +183,15 @@ class Learner:
             info = self.train(sink, cancel, keep_pool=True)
             return f"trained adapter v{info.version}" if info else None
         a = self.config.acquisition
+        if a.name in HEAD_FUNCTIONS and self.head_stale():
+            # Cheap (no model pass): the ranking freshens every few labels, between DPO rounds.
+            n = self.score(sink, cancel)
+            return f"refit the preference head, scored {n} pairs"
         if self.store.unscored_ids(self.policy.adapter_version, a.name, limit=1):
             n = self.score(sink, cancel, limit=a.chunk_size)
             return f"scored {n} pairs"
         # Nothing urgent: top the pool up by whole batches, so the buffer is full when a round starts.
-        if self.pool_target() - self.store.pool_size() >= self.config.generation.batch_size:
+        if self.pool_target() - pool.ready_prompts(self.store, self.config) >= self.config.generation.batch_size:
             n = self.refill(sink, cancel)
             if n:
                 return f"generated {n} pairs"

@@ -328,6 +328,12 @@ CREATE INDEX candidates_prompt ON candidates (prompt_id);
 INSERT INTO loop_counters {COUNTERS_SELECT};
 """))
 
+# φ per completion for the preference head, stored with the candidate so restarts never recompute
+# it (NULL for pairs made before this migration: filled on demand when a head function needs them).
+MIGRATIONS.append((8, "candidate features for the preference head", """
+ALTER TABLE candidates ADD COLUMN IF NOT EXISTS phi_a FLOAT[];
+ALTER TABLE candidates ADD COLUMN IF NOT EXISTS phi_b FLOAT[];
+"""))
 
 LATEST = MIGRATIONS[-1][0]
 

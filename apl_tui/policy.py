@@ -380,16 +380,18 @@ class Policy:
     # --- log-probabilities ------------------------------------------------------------------------
 
     def sequence_logps(self, prompts: Sequence[str], completions: Sequence[str], eos: Sequence[bool] | None = None,
-                       *, adapter: bool = True, grad: bool = False, batch_size: int = 16) -> torch.Tensor:
+                       *, adapter: bool = True, grad: bool = False, batch_size: int = 16,
+                       features: bool = False) -> Any:
         """log π(completion | prompt) per pair, shape (B,): see `sequence_logps_ids`.
 
         Prompts are encoded by `encode_prompts`; completions by `encode_completions` (EOS id
-        appended where eos[i] is True, so its probability counts).
+        appended where eos[i] is True, so its probability counts). features=True returns
+        (logps (B,), φ (B, d)) from the same pass, φ as in `sequence_logps_ids`.
         """
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
         return self.sequence_logps_ids(self.encode_prompts(prompts), self.encode_completions(completions, eos),
-                                       adapter=adapter, grad=grad, batch_size=batch_size)
+                                       adapter=adapter, grad=grad, batch_size=batch_size, features=features)
 
     def reference_logps(self, prompts: Sequence[str], completions: Sequence[str], eos: Sequence[bool] | None = None,
                         *, batch_size: int = 16) -> torch.Tensor:
@@ -397,8 +399,13 @@ class Policy:
         return self.sequence_logps(prompts, completions, eos, adapter=False, batch_size=batch_size)
 
     def sequence_logps_ids(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-                           *, adapter: bool = True, grad: bool = False, batch_size: int = 16) -> torch.Tensor:
+                           *, adapter: bool = True, grad: bool = False, batch_size: int = 16,
+                           features: bool = False) -> Any:
         """Σ log p(c_t | prompt, c_<t) over each completion's tokens, shape (B,).
+
+        features=True also returns φ (B, d): the last hidden state mean-pooled over the positions
+        whose outputs predict the completion's tokens (those the log-prob sums over), taken from
+        the same forward pass; zeros for an empty completion. The acquisition head's features.
 
         Prompt tokens and padding are excluded; no length normalisation; an empty completion
         scores 0. Rows are sorted by length before batching (less padding) and returned in the
@@ -412,7 +419,7 @@ class Policy:
         if len(prompt_ids) != len(completion_ids):
             raise ValueError(f"{len(prompt_ids)} prompts for {len(completion_ids)} completions")
         if not prompt_ids:
-            return torch.zeros(0)
+            return (torch.zeros(0), torch.zeros(0, 0)) if features else torch.zeros(0)
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
         order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(completion_ids[i])))
@@ -422,21 +429,29 @@ class Policy:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 pieces.append(self._batch_logps([list(prompt_ids[i]) for i in idx],
-                                                [list(completion_ids[i]) for i in idx]))
-        sorted_logps = torch.cat(pieces)  # (B,) in `order`
+                                                [list(completion_ids[i]) for i in idx], features=features))
+        sorted_logps = torch.cat([p[0] for p in pieces] if features else pieces)  # (B,) in `order`
         inverse = torch.empty(len(order), dtype=torch.long, device=sorted_logps.device)
         inverse[torch.tensor(order, device=sorted_logps.device)] = torch.arange(len(order), device=sorted_logps.device)
         logps = sorted_logps[inverse]
-        return logps if grad else logps.detach().float().cpu()
+        logps = logps if grad else logps.detach().float().cpu()
+        if not features:
+            return logps
+        phi = torch.cat([p[1] for p in pieces])[inverse.cpu()]  # (B, d)
+        return logps, phi
 
-    def _batch_logps(self, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
-        """One forward pass over a left-padded batch; logits only at completion positions."""
+    def _batch_logps(self, prompts: list[list[int]], completions: list[list[int]], *, features: bool = False) -> Any:
+        """One forward pass over a left-padded batch; logits only at completion positions.
+
+        features=True: (logps (b,), φ (b, d) float32 on the CPU), φ pooled from the same pass.
+        """
         import torch
 
         lengths = torch.tensor([len(c) for c in completions], device=self.device)  # (b,)
         cmax = int(lengths.max())
         if cmax == 0:
-            return torch.zeros(len(prompts), device=self.device)
+            zeros = torch.zeros(len(prompts), device=self.device)
+            return (zeros, torch.zeros(len(prompts), self.model.config.hidden_size)) if features else zeros
         input_ids, mask = self._left_pad([p + c for p, c in zip(prompts, completions)])  # (b, L)
         # Explicit positions: with left padding, each row's first real token is position 0.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, L)
@@ -455,15 +470,22 @@ class Policy:
             hidden = self.base.get_decoder()(**inputs).last_hidden_state  # (b, L-1, d)
             logits = self.base.get_output_embeddings()(hidden[:, -cmax:][keep])  # (N, V)
         else:
-            if self._logits_to_keep:
-                logits = self.model(**inputs, logits_to_keep=cmax).logits  # (b, cmax, V)
-            else:
-                logits = self.model(**inputs).logits[:, -cmax:]  # (b, cmax, V)
-            logits = logits[keep]  # (N, V)
+            # transformers ties hidden_states[-1] to last_hidden_state (after the final norm), so
+            # φ is the same on both paths.
+            out = self.model(**inputs, output_hidden_states=features,
+                             **({"logits_to_keep": cmax} if self._logits_to_keep else {}))
+            hidden = out.hidden_states[-1] if features else None  # (b, L-1, d)
+            logits = out.logits[:, -cmax:][keep]  # (N, V)
         logits = logits.float()  # log-softmax in fp32 even for bf16 models
         token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (N,)
         rows = torch.arange(len(prompts), device=self.device).unsqueeze(1).expand(-1, cmax)[keep]  # (N,)
-        return torch.zeros(len(prompts), dtype=token_logps.dtype, device=self.device).index_add(0, rows, token_logps)
+        logps = torch.zeros(len(prompts), dtype=token_logps.dtype, device=self.device).index_add(0, rows, token_logps)
+        if not features:
+            return logps
+        pooled = hidden[:, -cmax:].detach().float()  # (b, cmax, d): the states that predict the completion
+        weights = keep.float().unsqueeze(-1)  # (b, cmax, 1)
+        phi = (pooled * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (b, d)
+        return logps, phi.cpu()
 
     def _use_packed_head(self) -> bool:
         """Whether the body + head split reproduces this model's logits (checked once, on a probe).

@@ -33,6 +33,7 @@ from apl_tui.config_file import load_config_file
 from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.eval_items import EvalItemsMixin
 from apl_tui.eval_store import EvalStoreMixin
+from apl_tui.features_store import FeatureMixin
 from apl_tui.probes import ProbeMixin
 from apl_tui.queue import _QUEUE_SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
@@ -52,7 +53,7 @@ def is_lock_error(e: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin):
+class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin, FeatureMixin):
     """A store folder and its open database.
 
     >>> import tempfile
@@ -292,28 +293,35 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
     # ---- candidates and scores -------------------------------------------------------------
 
     def add_candidates(self, rows: Sequence[NewCandidate],
-                       ref_logps: Sequence[tuple[float, float]] | None = None) -> list[int]:
-        """Insert generated pairs (optionally with their reference log-probs) in one transaction."""
+                       ref_logps: Sequence[tuple[float, float]] | None = None,
+                       features: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None) -> list[int]:
+        """Insert generated pairs (optionally with their reference log-probs and φ) in one transaction."""
         if not rows:
             return []
         refs = list(ref_logps) if ref_logps is not None else [(None, None)] * len(rows)
+        phis = [([float(v) for v in a], [float(v) for v in b]) for a, b in features] if features is not None else None
 
         def write() -> list[int]:
             with self.transaction() as cur:
-                return self._insert_candidates(cur, rows, refs)
+                return self._insert_candidates(cur, rows, refs, phis)
 
         return retry_conflicts(write)  # the `pool` counter may meet a label's update
 
     def _insert_candidates(self, cur: Any, rows: Sequence[NewCandidate],
-                           refs: Sequence[tuple[float | None, float | None]]) -> list[int]:
+                           refs: Sequence[tuple[float | None, float | None]],
+                           phis: Sequence[tuple[list[float], list[float]]] | None = None) -> list[int]:
         ids = [r[0] for r in cur.execute("SELECT nextval('candidate_ids') FROM range(?)", [len(rows)]).fetchall()]
+        values = [(i, r.prompt_id, r.completion_a, r.completion_b, r.eos_a, r.eos_b, r.tokens_a, r.tokens_b,
+                   r.adapter_version, r.temperature, r.top_p, r.max_new_tokens, r.entropy, r.origin, ra, rb)
+                  for i, r, (ra, rb) in zip(ids, rows, refs)]
+        phi_cols = ""
+        if phis is not None:  # φ columns only when given (migration 8), so older schemas still insert
+            phi_cols = ", phi_a, phi_b"
+            values = [v + tuple(f) for v, f in zip(values, phis)]
         cur.executemany(
             "INSERT INTO candidates (id, prompt_id, completion_a, completion_b, eos_a, eos_b, tokens_a, "
             "tokens_b, adapter_version, temperature, top_p, max_new_tokens, entropy, origin, "
-            "ref_logp_a, ref_logp_b) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(i, r.prompt_id, r.completion_a, r.completion_b, r.eos_a, r.eos_b, r.tokens_a, r.tokens_b,
-              r.adapter_version, r.temperature, r.top_p, r.max_new_tokens, r.entropy, r.origin, ra, rb)
-             for i, r, (ra, rb) in zip(ids, rows, refs)])
+            f"ref_logp_a, ref_logp_b{phi_cols}) VALUES ({', '.join(['?'] * len(values[0]))})", values)
         self._enqueue_candidates(cur, ids)
         return [int(i) for i in ids]
 
@@ -331,7 +339,9 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin)
             "SELECT c.*, p.text AS prompt FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
             f"WHERE {' AND '.join(where)} ORDER BY c.id", params)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        # φ stays out of these dicts (the head reads it through `head_pool`); popped here rather
+        # than EXCLUDEd in SQL, so a store simulating an older schema reads the same way.
+        return [{k: v for k, v in zip(names, row) if k not in ("phi_a", "phi_b")} for row in cur.fetchall()]
 
     def set_reference_logps(self, values: Sequence[tuple[int, float, float]]) -> None:
         """Cache reference log-probs (id, logp_a, logp_b); they never change for a fixed base model."""

@@ -26,7 +26,8 @@ from apl_tui.pool import pair_logps
 
 TINY = BenchSizes(warmup=0, repeats=1, scoring_pairs=3, batch_size=4, dpo_steps=2, dpo_rounds=1,
                   entropy_prompts=2, entropy_samples=2, entropy_tokens=4, ui_labels=5, store_sizes=(2_000,),
-                  store_repeats=3, export_labels=1_000, process_runs=1, memory_steps=1)
+                  store_repeats=3, export_labels=1_000, process_runs=1, memory_steps=1, acq_labels=300, acq_pool=90,
+                  acq_head_labels=40)
 
 
 def _positive(results: dict[str, Any], key: str) -> None:
@@ -198,3 +199,15 @@ def test_dpo_ui_and_memory_families(model_cache: Path) -> None:
     else:
         _positive(results, "dpo_step_speedup_vs_trl")
         _positive(results, "dpo_step_speedup_vs_trl_precomputed")
+
+
+def test_acquisition_family_times_the_head_and_every_head_function(tmp_path: Path) -> None:
+    opts = BenchOptions(model="tiny-random", device="cpu", cache_dir=tmp_path, sizes=TINY, only=("acquisition",))
+    results = run_bench(opts)
+    assert "acquisition_error" not in results
+    for key in ("acq_head_fit_s", "acq_select_s_gap-ucb", "acq_select_s_drts", "acq_select_s_dopt",
+                "acq_select_s_dopt+gap", "acq_wrap_s_softmax_mix", "acq_select_s_max"):
+        _positive(results, key)
+    assert results["acq_pool_pairs"] == 90 and results["acq_head_fit_labels"] == 300
+    rendered = str([c._cells for c in table(results).columns])
+    assert "head refit s" in rendered

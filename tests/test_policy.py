@@ -341,3 +341,27 @@ def test_allow_download_still_respects_hf_hub_offline(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set"):
         load_model("nobody/no-such-model-xyz", "cpu", tmp_path, allow_download=True)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_features_come_from_the_logp_pass_and_match_a_naive_pooling(tiny_policy: Policy, packed: bool) -> None:
+    """φ = mean of the last hidden state at the positions predicting the completion; logps unchanged.
+
+    Both projection paths (the packed body + head split, and the model's own forward) give it.
+    """
+    tiny_policy.packed_head = packed
+    completions = [" was great fun", " ok", ""]
+    eos = [True, False, False]
+    plain = tiny_policy.sequence_logps(PROMPTS, completions, eos, batch_size=2)
+    logps, phi = tiny_policy.sequence_logps(PROMPTS, completions, eos, batch_size=2, features=True)
+    assert torch.allclose(plain, logps, atol=1e-5)
+    assert phi.shape == (3, tiny_policy.model.config.hidden_size)
+    p_ids, c_ids = tiny_policy.encode_prompts(PROMPTS), tiny_policy.encode_completions(completions, eos)
+    for i in range(2):
+        full = torch.tensor([p_ids[i] + c_ids[i]])
+        with torch.no_grad():
+            hidden = tiny_policy.model(full, output_hidden_states=True).hidden_states[-1][0]  # (T, d)
+        start = len(p_ids[i])
+        want = hidden[start - 1:start - 1 + len(c_ids[i])].mean(0)
+        assert torch.allclose(phi[i], want, atol=1e-4)
+    assert torch.count_nonzero(phi[2]) == 0  # an empty completion has no positions to pool

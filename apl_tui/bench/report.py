@@ -174,6 +174,12 @@ ROWS = (
     Row("store", "TUI first frame s", "tui_first_frame_s", ".2f",
         lambda r: "torch not imported" if r.get("tui_first_frame_imports_torch") is False else "torch imported!",
         lambda r: None if r.get("tui_first_frame_imports_torch") is None else not r["tui_first_frame_imports_torch"]),
+    Row("acquisition", "head refit s", "acq_head_fit_s", ".3f",
+        lambda r: f"{r.get('acq_head_fit_labels')} labels, 5 members; target ≤ 1", _at_most("acq_head_fit_s", 1.0)),
+    Row("acquisition", "selection s (slowest function)", "acq_select_s_max", ".3f",
+        lambda r: f"{r.get('acq_pool_pairs')} pairs: gap-ucb {_g(r, 'acq_select_s_gap-ucb', '.3f')}, "
+                  f"drts {_g(r, 'acq_select_s_drts', '.3f')}, dopt {_g(r, 'acq_select_s_dopt', '.3f')}, "
+                  f"dopt+gap {_g(r, 'acq_select_s_dopt+gap', '.3f')}; target ≤ 1", _at_most("acq_select_s_max", 1.0)),
     Row("memory", "training peak RSS MB", "train_peak_rss_mb", ".0f",
         lambda r: f"{r.get('peak_rss_source', '?')} of a fresh process; weights {_g(r, 'weights_mb', '.0f')} MB "
                   f"(×{_g(r, 'train_rss_over_weights', '.1f')}); after load {_g(r, 'loaded_peak_rss_mb', '.0f')} MB"),

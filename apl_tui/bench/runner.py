@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from apl_tui.bench import dpo_step, entropy, keypath, machine, memory, projection, scoring, storage, ui
+from apl_tui.bench import acquisition, dpo_step, entropy, keypath, machine, memory, projection, scoring, storage, ui
 from apl_tui.bench.workload import BenchContext, BenchOptions
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ FAMILIES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "keypath": keypath.run,
     "store": storage.run,
     "memory": memory.run,
+    "acquisition": acquisition.run,
 }
 """Family name → measurement, in the order they run (`--only` picks a subset by these names)."""
 

@@ -53,6 +53,9 @@ class BenchSizes:
     keypath_cycles: int = field(default=60, metadata={"help": "labels per desk timing, with and without read-ahead"})
     keypath_training_labels: int = field(default=100_000,
                                          metadata={"help": "the label-log size also measured while training"})
+    acq_labels: int = field(default=10_000, metadata={"help": "a/b labels the preference head is refitted on"})
+    acq_pool: int = field(default=4096, metadata={"help": "candidate pairs one head selection ranks"})
+    acq_head_labels: int = field(default=256, metadata={"help": "labels behind the head and dopt's H₀ when selecting"})
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.scoring_pairs < 1 or self.dpo_steps < 2 or self.dpo_rounds < 1:

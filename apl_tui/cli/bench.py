@@ -21,7 +21,8 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="fewer pairs, repeats and labels (about two minutes)")] = False,
     json_file: Annotated[Path | None, typer.Option("--json", help="also write every number to this JSON file")] = None,
     only: Annotated[str, typer.Option(help="families, comma-separated, run in this order "
-                                             "(scoring,projection,machine,dpo,entropy,ui,keypath,store,memory)")] = "",
+                                             "(scoring,projection,machine,dpo,entropy,ui,keypath,store,memory,"
+                                             "acquisition)")] = "",
     cache_dir: Annotated[Path | None, typer.Option(
         help="converted models (default: $APL_CACHE_DIR, else the user cache folder)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,

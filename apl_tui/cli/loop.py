@@ -82,11 +82,14 @@ def _snapshotting(engine: Any, sink: Any, every_s: float = 10.0) -> Any:
 
 @app.command()
 @friendly
-def generate(store: StoreOpt = DEFAULT_STORE, n: Annotated[int, typer.Option("--n", help="pairs to add")] = 32,
+def generate(store: StoreOpt = DEFAULT_STORE,
+             n: Annotated[int, typer.Option("--n", help="prompts to add (N completions each: all their pairs)")] = 32,
              model: ModelOpt = None, device: DeviceOpt = None, acquisition: AcqOpt = None) -> None:
-    """Fill the pool with N new pairs sampled from the current policy."""
+    """Fill the pool with N new prompts' pairs sampled from the current policy (one pair each for N = 2)."""
+    from apl_tui.pool import ready_prompts
+
     engine = open_engine(store, model=model, device=device, acquisition=acquisition)
-    target = engine.store.pool_size() + n
+    target = ready_prompts(engine.store, engine.config) + n
     added = _heavy(lambda sink, cancel: engine.learner.refill(sink, cancel, target=target))
     err.print(f"added {added} pairs; pool holds {engine.store.pool_size()} unlabeled")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from apl_tui.acquisition import HEAD_FUNCTIONS
 from apl_tui.records import ShownPair
 
 VERDICTS = {"left": "you chose A", "right": "you chose B", "tie": "tie", "both_bad": "both bad",
@@ -41,12 +42,14 @@ def why_text(shown: ShownPair, compact: bool = False, *, labeled: bool = True) -
     arms must look alike while a person decides. Probes are never named.
     """
     r_left, r_right, p_left = screen_rewards(shown)
+    # Head functions carry the preference head's utilities there, not DPO's implicit reward.
+    sym = "u" if shown.acquisition in HEAD_FUNCTIONS else "r̂"
     if compact:
         parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"#{shown.rank or '–'}",
-                 f"H {_num(shown.entropy)}", f"r̂ {_num(r_left)}/{_num(r_right)}", f"p(A≻B) {_num(p_left)}"]
+                 f"H {_num(shown.entropy)}", f"{sym} {_num(r_left)}/{_num(r_right)}", f"p(A≻B) {_num(p_left)}"]
     else:
         parts = [f"{shown.acquisition or 'unscored'} {_num(shown.score)}", f"rank {shown.rank or '–'}",
-                 f"entropy {_num(shown.entropy)}", f"r̂A {_num(r_left)}", f"r̂B {_num(r_right)}",
+                 f"entropy {_num(shown.entropy)}", f"{sym}A {_num(r_left)}", f"{sym}B {_num(r_right)}",
                  f"p(A≻B) {_num(p_left)}"]
     if shown.score is None and shown.entropy is None and shown.p_a is None:
         parts = [shown.acquisition or "unscored"] + parts[1:2]  # nothing measured: say only what it is
