@@ -14,6 +14,10 @@ every arm given the same history) and keeps k pairs, at most one per prompt:
 - certainty / uncertainty: largest / smallest implicit-reward margin |r̂_i − r̂_j|;
 - entropy: prompts with the highest predictive entropy; hybrid: entropy filter to k·F_c prompts,
   then certainty;
+- gap-ucb, drts, dopt, dopt+gap: the preference head on frozen features (apl_tui/head_scoring.py),
+  refitted from the arm's own labels each round; φ per pool completion comes from the reference
+  pass that makes the pool (older pools get it on first use). gap-ucb@softmax: gap-ucb's scores,
+  the batch drawn by softmax instead of top-k;
 - oracle-max-gap / oracle-min-gap: largest / smallest judge-score gap (they peek at the judge: an
   upper and a lower bound on what selection can do in this regime); oracle-no-ties: uniform among
   pairs the judge does not tie. Experiment-only: refused anywhere else.
@@ -37,7 +41,8 @@ from apl_tui.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ORACLE_ARMS = ("oracle-max-gap", "oracle-min-gap", "oracle-no-ties")
-POOL_ARMS = ("random", "aa", "entropy", "certainty", "uncertainty", "hybrid", *ORACLE_ARMS)
+HEAD_ARMS = ("gap-ucb", "drts", "dopt", "dopt+gap", "gap-ucb@softmax")
+POOL_ARMS = ("random", "aa", "entropy", "certainty", "uncertainty", "hybrid", *HEAD_ARMS, *ORACLE_ARMS)
 WARMUP = "_warmup"
 
 
@@ -50,6 +55,11 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _rounded(phi: Any) -> list[list[float]]:
+    """φ rows as JSON-friendly lists (5 decimals: far below the features' spread)."""
+    return [[round(float(v), 5) for v in row] for row in phi.tolist()]
 
 
 def _stream(seed: int, name: str) -> random.Random:
@@ -100,10 +110,12 @@ class SeedRun:
                                        min_new_tokens=gen.min_new_tokens, max_new_tokens=gen.max_new_tokens,
                                        seed=self.seed * 7919 + 1, adapter=False, batch_size=gen.batch_size)
         flat = [(p, s) for p, group in zip(texts, samples) for s in group]
-        ref = self.policy.sequence_logps([p for p, _ in flat], [s.text for _, s in flat], [s.eos for _, s in flat],
-                                         adapter=False, batch_size=gen.batch_size).tolist()
+        ref_t, phi_t = self.policy.sequence_logps([p for p, _ in flat], [s.text for _, s in flat],
+                                                  [s.eos for _, s in flat], adapter=False, batch_size=gen.batch_size,
+                                                  features=True)
+        ref, phi = ref_t.tolist(), _rounded(phi_t)
         n = exp.pool_completions
-        comps = [[{"text": s.text, "eos": s.eos, "ref_logp": ref[i * n + j],
+        comps = [[{"text": s.text, "eos": s.eos, "ref_logp": ref[i * n + j], "phi": phi[i * n + j],
                    "judge": completion_score(self.oracle, texts[i], s.text) if hasattr(self.oracle, "score") else None}
                   for j, s in enumerate(group)] for i, group in enumerate(samples)]
         pool = {"prompt_ids": [pid for pid, _ in picked], "prompts": texts, "completions": comps}
@@ -133,8 +145,12 @@ class SeedRun:
                               hint="raise experiment.pool_prompts")
         return free[:size]
 
-    def select(self, arm: str, pool: dict[str, Any], used: set[int], round_no: int) -> list[tuple[int, int, int]]:
-        """k pairs for this arm's round `round_no` (the policy carries the arm's latest adapter)."""
+    def select(self, arm: str, pool: dict[str, Any], used: set[int], round_no: int,
+               labels: list[list[Any]] | None = None) -> list[tuple[int, int, int]]:
+        """k pairs for this arm's round `round_no` (the policy carries the arm's latest adapter).
+
+        `labels`: the arm's [prompt, i, j, outcome] rows so far (what the head arms learn from).
+        """
         a = self.cfg.acquisition
         window = self.window(pool, used, self.k * a.certainty_factor * a.entropy_factor)
         cands = [pair for p in window for pair in self.pairs_of(pool, p)]
@@ -144,6 +160,14 @@ class SeedRun:
                 cands = [c for c in cands if self._gap(pool, c) > 0] or cands
             rng.shuffle(cands)
             return self._one_per_prompt(cands)
+        if arm in HEAD_ARMS:
+            from apl_tui.head_scoring import rank_pool_pairs
+
+            self._ensure_features(pool)
+            name, _, wrapper = arm.partition("@")
+            acq_cfg = self.cfg.replace("acquisition", selection=wrapper).acquisition if wrapper else self.cfg.acquisition
+            return self._one_per_prompt(rank_pool_pairs(name, pool, cands, labels or [], acq_cfg, batch=self.k,
+                                                        seed=self.seed * 31 + round_no))
         if arm in ("oracle-max-gap", "oracle-min-gap"):
             sign = -1 if arm == "oracle-max-gap" else 1
             return self._one_per_prompt(sorted(cands, key=lambda c: sign * self._gap(pool, c)))
@@ -165,6 +189,19 @@ class SeedRun:
         sign = 1 if arm == "uncertainty" else -1
         order = sorted(range(len(cands)), key=lambda i: (sign * margins[i], i))
         return self._one_per_prompt([cands[i] for i in order])
+
+    def _ensure_features(self, pool: dict[str, Any]) -> None:
+        """φ for pool completions made before the pool kept it: one reference pass, saved with the pool."""
+        comps = pool["completions"]
+        flat = [(p, j) for p in range(len(comps)) for j in range(len(comps[p])) if "phi" not in comps[p][j]]
+        if not flat:
+            return
+        _, phi = self.policy.sequence_logps([pool["prompts"][p] for p, _ in flat], [comps[p][j]["text"] for p, j in flat],
+                                            [comps[p][j]["eos"] for p, j in flat], adapter=False,
+                                            batch_size=self.cfg.generation.batch_size, features=True)
+        for (p, j), row in zip(flat, _rounded(phi)):
+            comps[p][j]["phi"] = row
+        _write_json(self.dir / "pool.json", pool)
 
     def _gap(self, pool: dict[str, Any], pair: tuple[int, int, int]) -> float:
         comps = pool["completions"][pair[0]]
@@ -266,7 +303,7 @@ class SeedRun:
             labels = [list(x) for x in prev["label_rows"]]
             self.policy.load_adapter(adapters / f"{prev['method']}-{prev['labels']}", 1)
             used = {x[0] for x in labels}
-            labels += [self.label(pool, c) for c in self.select(arm, pool, used, len(labels) // self.k)]
+            labels += [self.label(pool, c) for c in self.select(arm, pool, used, len(labels) // self.k, labels)]
         select_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         used_pairs = self.train_on(pool, labels, budget)
