@@ -29,6 +29,8 @@ from apl_tui.records import ScoreRow
 
 PAIR_FUNCTIONS = ("certainty", "uncertainty", "hybrid")
 """Functions that need r̂, so fall back to random while the policy still equals the reference."""
+PREDICTING_FUNCTIONS = ("random", "entropy")
+"""Functions that rank without r̂; with `acquisition.predict` they still record it, as evidence."""
 
 WARMUP_NOTE = "warm-up: no adapter yet (r̂ = 0), drawn at random"
 
@@ -117,13 +119,15 @@ def score_rows(name: str, candidates: Sequence[dict], *, adapter_version: int, b
     for i, c in enumerate(candidates):
         cid = int(c["id"])
         ent = entropies[i] if entropies is not None else c.get("entropy")
-        if name == "random":
-            rows.append(ScoreRow(cid, adapter_version, name, random_score(cid, adapter_version, seed), entropy=ent))
-            continue
-        if name == "entropy":
-            if ent is None:
+        if name in PREDICTING_FUNCTIONS:
+            if name == "entropy" and ent is None:
                 raise ValueError("entropy scoring needs an entropy per candidate")
-            rows.append(ScoreRow(cid, adapter_version, name, float(ent), entropy=ent))
+            score = random_score(cid, adapter_version, seed) if name == "random" else float(ent)
+            prediction: dict[str, float] = {}
+            if warm and policy_logps is not None:  # not used to rank: recorded as the model's prediction
+                ra, rb, p = implicit_rewards(*policy_logps[i], float(c["ref_logp_a"]), float(c["ref_logp_b"]), beta)
+                prediction = {"reward_a": ra, "reward_b": rb, "p_a": p}
+            rows.append(ScoreRow(cid, adapter_version, name, score, entropy=ent, **prediction))
             continue
         if not warm or policy_logps is None:
             rows.append(ScoreRow(cid, adapter_version, name, random_score(cid, adapter_version, seed),

@@ -190,9 +190,12 @@ class AcquisitionConfig:
     """Which pair is worth a label. The paper's IMDB values: F_e = 8, F_c = 32, N = 8."""
 
     SECTION: ClassVar[str] = "acquisition"
-    name: str = field(default="hybrid", metadata=_help(
+    name: str = field(default="random", metadata=_help(
         "random, entropy, certainty, uncertainty, hybrid (DPO's implicit reward) or gap-ucb, drts, dopt, "
         "dopt+gap (the preference head on frozen features)", choices=ACQUISITIONS))
+    predict: bool = field(default=True, metadata=_help(
+        "also compute r̂ and p(A≻B) when the function does not rank by them (random, entropy), so every "
+        "label is a prequential test of the model (one policy pass per pair and adapter)"))
     entropy_samples: int = field(default=4, metadata=_help(
         "N samples per prompt for the entropy estimate (paper: 8)", ge=1))
     entropy_per_token: bool = field(default=False, metadata=_help("normalise entropy by completion length"))

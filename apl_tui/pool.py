@@ -245,7 +245,7 @@ def rescore(store: Store, policy: Any, cfg: AplConfig, *, seed: int, sink: Progr
         policy_logps = None
         entropies = None
         warm = version > 0
-        if a.name in acq.PAIR_FUNCTIONS and warm:
+        if warm and (a.name in acq.PAIR_FUNCTIONS or (a.predict and a.name in acq.PREDICTING_FUNCTIONS)):
             policy_logps = pair_logps(policy, cands, adapter=True, batch_size=cfg.generation.batch_size)
         if a.name == "entropy":
             stale = [i for i, c in enumerate(cands) if c["entropy"] is None or c["adapter_version"] != version]

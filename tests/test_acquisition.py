@@ -105,3 +105,16 @@ def test_warm_start_is_random_and_says_so():
 def test_left_side_is_a_fair_coin():
     lefts = [acq.choose_left(0, cid, 0) for cid in range(2000)]
     assert 900 < lefts.count("a") < 1100
+
+
+def test_random_ranks_at_random_but_records_the_models_prediction() -> None:
+    """With `acquisition.predict`, random still draws its score, yet r̂ and p(A≻B) are recorded
+    (by hand: r̂ = β · (policy − reference) per side), so each label tests the model."""
+    cands = [{"id": 7, "ref_logp_a": -10.0, "ref_logp_b": -12.0, "entropy": None}]
+    [row] = acq.score_rows("random", cands, adapter_version=2, beta=0.5, seed=3, policy_logps=[(-9.0, -13.0)])
+    assert row.score == acq.random_score(7, 2, 3)
+    assert (row.reward_a, row.reward_b) == pytest.approx((0.5, -0.5))
+    assert row.p_a == pytest.approx(1 / (1 + math.exp(-1.0)))
+    [cold] = acq.score_rows("random", cands, adapter_version=0, beta=0.5, seed=3, warm=False,
+                            policy_logps=[(-9.0, -13.0)])
+    assert cold.reward_a is None and cold.p_a is None and cold.score == acq.random_score(7, 0, 3)
