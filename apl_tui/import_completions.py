@@ -20,7 +20,6 @@ store is touched, and the store writes everything in one transaction.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from apl_tui.errors import ImportDataError
-from apl_tui.importer import _check_prompt, _decode_lines, _fail
+from apl_tui.importer import _check_prompt, _fail, json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -147,16 +146,7 @@ def parse_row(path: Path, line: int, obj: object) -> CompletionRow:
 
 
 def _read_jsonl(path: Path) -> list[CompletionRow]:
-    rows = []
-    for i, line in enumerate(_decode_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _fail(path, i, f"not JSON ({e.msg})", "each line must be one JSON object") from e
-        rows.append(parse_row(path, i, obj))
-    return rows
+    return [parse_row(path, i, obj) for i, obj in json_lines(path)]
 
 
 def _read_parquet(path: Path) -> list[CompletionRow]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from apl_tui.chat import MessagesError, encode_messages, validate_messages
 from apl_tui.errors import ImportDataError
@@ -81,15 +83,20 @@ def _decode_lines(path: Path) -> list[str]:
     return out
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
-    prompts = []
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL file; bad JSON is one file:line error."""
     for i, line in enumerate(_decode_lines(path), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield i, json.loads(line)
         except json.JSONDecodeError as e:
             raise _fail(path, i, f"not JSON ({e.msg})", "each line must be one JSON object") from e
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    prompts = []
+    for i, obj in json_lines(path):
         key = field
         if isinstance(obj, dict) and field == "prompt" and field not in obj and "messages" in obj:
             key = "messages"  # TRL's conversational files name the message list "messages"
