@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from apl_tui.rows import fetch_dicts
+
 
 class FeatureMixin:
     """Methods of `Store` that read and write candidate features."""
@@ -34,8 +36,7 @@ class FeatureMixin:
             "FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
             "WHERE p.split = 'train' AND c.phi_a IS NULL AND (c.id IN (SELECT candidate_id FROM queue) "
             "OR c.id IN (SELECT candidate_id FROM effective_labels)) ORDER BY c.id")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return fetch_dicts(cur)
 
     def head_pool(self) -> list[dict[str, Any]]:
         """Queued candidates of unlabeled prompts with their features: what head functions rank."""
@@ -43,8 +44,7 @@ class FeatureMixin:
             "SELECT c.id, c.prompt_id, c.completion_a, c.completion_b, c.phi_a, c.phi_b "
             "FROM queue q JOIN candidates c ON c.id = q.candidate_id "
             "WHERE NOT q.prompt_labeled AND c.phi_a IS NOT NULL ORDER BY c.id")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return fetch_dicts(cur)
 
     def ab_label_count(self) -> int:
         """Effective a/b labels (what the head learns from)."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from apl_tui.errors import ImportDataError
 from apl_tui.importer import _check_prompt, _fail, json_lines
+from apl_tui.rows import fetch_dicts
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,7 @@ def _read_parquet(path: Path) -> list[CompletionRow]:
     con = duckdb.connect()
     try:
         cur = con.execute("SELECT * FROM read_parquet(?)", [str(path)])
-        names = [d[0] for d in cur.description]
-        records = [dict(zip(names, r)) for r in cur.fetchall()]
+        records = fetch_dicts(cur)
     except duckdb.Error as e:
         raise _fail(path, None, f"cannot read Parquet ({str(e).splitlines()[0]})", "is it a Parquet file?") from e
     finally:

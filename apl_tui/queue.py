@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from apl_tui.counters import CountersMixin, effective_of, is_preference
 from apl_tui.records import ScoreRow
+from apl_tui.rows import fetch_dict
 
 T = TypeVar("T")
 
@@ -278,10 +279,8 @@ class QueueMixin(CountersMixin):
         if back:
             cur.execute("INSERT INTO queue (candidate_id, prompt_id) SELECT c.id, c.prompt_id FROM candidates c "
                         "JOIN prompts p ON p.id = c.prompt_id WHERE c.id = ? AND p.split = 'train'", [cand])
-            fresh = cur.execute(_FRESHEST, [cand])
-            srow = fresh.fetchone()
-            if srow is not None:
-                s = dict(zip([d[0] for d in fresh.description], srow))
+            s = fetch_dict(cur.execute(_FRESHEST, [cand]))
+            if s is not None:
                 cur.execute(f"UPDATE queue SET {', '.join(f'{f} = ?' for f in _QUEUE_SCORE_FIELDS)} "
                             "WHERE candidate_id = ?", [s[f] for f in _QUEUE_SCORE_FIELDS] + [cand])
         # The prompt is labeled while any of its train candidates is not queued (has a label).

@@ -37,6 +37,7 @@ from apl_tui.features_store import FeatureMixin
 from apl_tui.probes import ProbeMixin
 from apl_tui.queue import _QUEUE_SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
+from apl_tui.rows import fetch_dict, fetch_dicts
 from apl_tui.store_imports import ImportMixin
 
 logger = logging.getLogger(__name__)
@@ -338,10 +339,9 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         cur = self.cursor().execute(
             "SELECT c.*, p.text AS prompt FROM candidates c JOIN prompts p ON p.id = c.prompt_id "
             f"WHERE {' AND '.join(where)} ORDER BY c.id", params)
-        names = [d[0] for d in cur.description]
-        # φ stays out of these dicts (the head reads it through `head_pool`); popped here rather
+        # φ stays out of these dicts (the head reads it through `head_pool`); dropped here rather
         # than EXCLUDEd in SQL, so a store simulating an older schema reads the same way.
-        return [{k: v for k, v in zip(names, row) if k not in ("phi_a", "phi_b")} for row in cur.fetchall()]
+        return [{k: v for k, v in row.items() if k not in ("phi_a", "phi_b")} for row in fetch_dicts(cur)]
 
     def set_reference_logps(self, values: Sequence[tuple[int, float, float]]) -> None:
         """Cache reference log-probs (id, logp_a, logp_b); they never change for a fixed base model."""
@@ -393,23 +393,20 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
             "c.eos_a, c.eos_b, c.ref_logp_a, c.ref_logp_b, e.outcome FROM effective_labels e "
             "JOIN candidates c ON c.id = e.candidate_id JOIN prompts p ON p.id = c.prompt_id "
             "WHERE e.outcome IN ('a', 'b') ORDER BY e.id")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return fetch_dicts(cur)
 
     # ---- adapters, metrics, evaluations ----------------------------------------------------
 
     def latest_adapter(self) -> dict[str, Any] | None:
         """The current adapter: the newest version not retired (None: the reference is the policy)."""
         cur = self.cursor().execute(f"SELECT * FROM adapters WHERE {_USABLE} ORDER BY version DESC LIMIT 1")
-        row = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], row)) if row else None
+        return fetch_dict(cur)
 
     def adapter(self, version: int) -> dict[str, Any] | None:
         """One adapter row by version, retired or not, with a `retired` flag."""
         cur = self.cursor().execute(f"SELECT *, NOT ({_USABLE}) AS retired FROM adapters WHERE version = ?",
                                     [version])
-        row = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], row)) if row else None
+        return fetch_dict(cur)
 
     def adapter_versions(self) -> list[int]:
         """Every adapter version not retired, oldest first."""
@@ -480,8 +477,7 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         cur = self.cursor().execute(
             "SELECT * FROM evals WHERE adapter_version = ? AND oracle = ? AND settings_hash = ? "
             "ORDER BY created_at DESC LIMIT 1", [adapter_version, oracle, settings_hash])
-        row = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], row)) if row else None
+        return fetch_dict(cur)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one trusted statement of ours; user SQL never comes here (it runs in `sealed`)."""

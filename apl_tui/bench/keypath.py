@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from apl_tui.bench.storage import _tag, build_store
-from apl_tui.bench.timing import percentile
+from apl_tui.bench.timing import latency_ms
 from apl_tui.bench.workload import BenchContext, perturbed_adapter
 
 THINK_S = 0.1
@@ -128,9 +128,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 split = desk_split(store, sizes.keypath_cycles)
                 out[f"keypath_read_ahead_used_{tag}"] = int(split.pop("read_ahead_used")[0])
                 for name, values in split.items():
-                    ms = [v * 1000 for v in values]
-                    out[f"keypath_{name}_p50_ms_{tag}"] = percentile(ms, 50) if ms else None
-                    out[f"keypath_{name}_p99_ms_{tag}"] = percentile(ms, 99) if ms else None
+                    lat = latency_ms(values, f"keypath_{name}", f"_{tag}")
+                    out.update({k: v for k, v in lat.items() if "_max_" not in k})
                 phases = ["idle"] + (["training"] if labels == sizes.keypath_training_labels else [])
                 for phase in phases:
                     ctx.log(f"keypath: {sizes.ui_labels} labels through the app at {labels:,} labels, {phase}")
@@ -145,10 +144,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                         if learner is not None:
                             perturbed_adapter(ctx.policy, seed=ctx.opts.seed)  # the round replaced it
                     suffix = "" if phase == "idle" else "_training"
-                    ms = [dt * 1000 for _, dt in keys]
-                    out[f"keypath_frame_p50_ms_{tag}{suffix}"] = percentile(ms, 50)
-                    out[f"keypath_frame_p99_ms_{tag}{suffix}"] = percentile(ms, 99)
-                    out[f"keypath_frame_max_ms_{tag}{suffix}"] = max(ms)
+                    out.update(latency_ms([dt for _, dt in keys], "keypath_frame", f"_{tag}{suffix}"))
                     if learner is not None:
                         activity = worker_activity(learner.events, keys)
                         out.update({f"keypath_worker_{k}": v for k, v in activity.items()})

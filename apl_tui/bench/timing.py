@@ -63,6 +63,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[low] + (data[high] - data[low]) * (pos - low)
 
 
+def latency_ms(seconds: Sequence[float], prefix: str, suffix: str = "") -> dict[str, float | None]:
+    """p50, p99 and max of durations in milliseconds, named `{prefix}_{stat}_ms{suffix}` (None when empty).
+
+    >>> latency_ms([0.001, 0.003], "x", "_1k")
+    {'x_p50_ms_1k': 2.0, 'x_p99_ms_1k': 2.98, 'x_max_ms_1k': 3.0}
+    """
+    ms = [s * 1000 for s in seconds]
+    stats = {"p50": percentile(ms, 50), "p99": percentile(ms, 99), "max": max(ms)} if ms else {}
+    return {f"{prefix}_{stat}_ms{suffix}": (round(stats[stat], 9) if stats else None) for stat in ("p50", "p99", "max")}
+
+
 def synchronizer(device: str) -> Callable[[], None]:
     """A function that waits for queued device work (cuda), so a timer sees it; no-op on the CPU."""
     if not device.startswith("cuda"):

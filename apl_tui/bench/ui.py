@@ -31,7 +31,7 @@ from typing import Any
 from textual.drivers.headless_driver import HeadlessDriver
 
 from apl_tui.bench.storage import build_store
-from apl_tui.bench.timing import percentile
+from apl_tui.bench.timing import latency_ms
 from apl_tui.bench.workload import BenchContext, perturbed_adapter
 from apl_tui.desk import LabelDesk
 from apl_tui.errors import Cancelled
@@ -250,10 +250,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 if learner is not None:
                     perturbed_adapter(ctx.policy, seed=ctx.opts.seed)  # the rounds replaced it
             suffix = "" if phase == "idle" else "_training"
-            ms = [dt * 1000 for _, dt in keys]
-            out[f"ui_next_pair_p50_ms{suffix}"] = percentile(ms, 50)
-            out[f"ui_next_pair_p99_ms{suffix}"] = percentile(ms, 99)
-            out[f"ui_next_pair_max_ms{suffix}"] = max(ms)
+            out.update(latency_ms([dt for _, dt in keys], "ui_next_pair", suffix))
             if learner is not None:
                 out.update({f"ui_worker_{k}": v for k, v in worker_activity(learner.events, keys).items()})
     return out
