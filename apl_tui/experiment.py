@@ -16,6 +16,7 @@ import statistics
 import threading
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,20 @@ class ExperimentConfig:
             raise ConfigError("experiment.schedule must be increasing label counts", hint="e.g. [16, 32, 48, 64]")
 
     @classmethod
-    def load(cls, path: Path) -> ExperimentConfig:
+    def load(cls, path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+        """Read an experiment file; `overrides` ("train.learning_rate=1e-3") replace its values."""
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise ConfigError(f"{path}: no such file", hint="see examples/experiment-cpu.toml") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: {e}", hint="fix the TOML syntax") from e
+        for item in overrides:
+            section, key, value = parse_override(item)
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table", hint="fix the file")
+            table[key] = value
         exp = data.pop("experiment", {})
         known = {f for f in cls.__dataclass_fields__ if f not in ("base", "folder")}
         unknown = sorted(set(exp) - known)
@@ -91,6 +99,27 @@ class ExperimentConfig:
     def path(self, rel: str) -> Path:
         p = Path(rel)
         return p if p.is_absolute() else self.folder / p
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """"section.key=value" → (section, key, value); the value is read as TOML, else kept as text.
+
+    >>> parse_override("train.learning_rate=1e-3")
+    ('train', 'learning_rate', 0.001)
+    >>> parse_override("experiment.seeds=[0, 1]")
+    ('experiment', 'seeds', [0, 1])
+    >>> parse_override("model.spec=smollm2-135m")
+    ('model', 'spec', 'smollm2-135m')
+    """
+    name, sep, raw = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key or "." in key:
+        raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE", hint="e.g. --set train.learning_rate=1e-3")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as a model name
+    return section, key, value
 
 
 def _read_points(run_dir: Path) -> list[dict[str, Any]]:

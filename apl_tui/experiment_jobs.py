@@ -8,26 +8,27 @@ the point itself, never by process history, so `--jobs 2` writes the same result
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from apl_tui.errors import Cancelled
+from apl_tui.errors import Cancelled, ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 def _load(exp: Any, out: Path) -> tuple[Any, list[tuple[int, str]], list[tuple[int, str]]]:
+    from apl_tui.cache import model_cache_dir
     from apl_tui.importer import read_prompts
     from apl_tui.policy import Policy
 
     train = list(enumerate(read_prompts(exp.path(exp.train_file))[: exp.train_prompts]))
     test = list(enumerate(read_prompts(exp.path(exp.test_file))[: exp.test_prompts]))
-    cache_dir = Path(os.environ.get("APL_CACHE_DIR") or out / "cache")
+    cache_dir = model_cache_dir()  # one per user ($APL_CACHE_DIR overrides), as for every command
     # One thread per process: the jobs are the parallelism, and spinning threads collapse throughput.
     model_cfg = exp.base.model.__class__(**{**exp.base.model.__dict__, "threads": 1})
     return Policy.load(model_cfg, cache_dir, seed=0), train, test
@@ -65,10 +66,35 @@ def finished_points(exp: Any, out: Path) -> int:
     return n
 
 
+# What may grow between runs into one folder (more arms, seeds, rounds); anything else changes the
+# points already there, so a resume with other settings would mix two experiments in one table.
+GROWABLE = ("methods", "seeds", "schedule", "output")
+
+
+def settings_of(exp: Any) -> dict[str, Any]:
+    """The settings a finished point depends on, as plain JSON values."""
+    fields = {f: getattr(exp, f) for f in exp.__dataclass_fields__ if f not in (*GROWABLE, "base", "folder")}
+    return json.loads(json.dumps({"experiment": fields, **exp.base.to_dict()}, default=str))
+
+
+def _check_settings(exp: Any, out: Path) -> None:
+    path = out / "settings.json"
+    mine = settings_of(exp)
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        changed = sorted(f"{s}.{k}" for s in mine for k in mine[s] if theirs.get(s, {}).get(k) != mine[s][k])
+        if changed:
+            raise ConfigError(f"{out} holds a run with other settings ({', '.join(changed[:3])})",
+                              hint="use another --output, or the settings it was run with")
+        return
+    path.write_text(json.dumps(mine, indent=1))
+
+
 def run_shared(exp: Any, out: Path, *, jobs: int = 1, log: Any = logger.info,
                cancel: threading.Event | None = None, poll_s: float = 10.0) -> list[dict[str, Any]]:
     """Run (or resume) the experiment; returns every point record of its seeds."""
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(exp, out)
     total = total_points(exp)
     start_done = finished_points(exp, out)
     t0 = time.perf_counter()

@@ -156,3 +156,20 @@ def test_report_needs_finished_points(tmp_path):
     (tmp_path / "shared").mkdir()
     r = CliRunner().invoke(app, ["experiment", "--report", str(tmp_path)])
     assert r.exit_code == 1 and "no finished points" in r.stderr
+
+
+def test_set_overrides_the_file_and_a_folder_refuses_other_settings(finished, model_cache, monkeypatch):
+    cfg, one = finished
+    exp = ExperimentConfig.load(cfg, ["train.learning_rate=1e-3", "experiment.seeds=[3]", "model.spec=tiny-random"])
+    assert exp.base.train.learning_rate == 1e-3 and exp.seeds == (3,) and exp.base.model.spec == "tiny-random"
+    with pytest.raises(ConfigError, match="unknown setting train.lr"):
+        ExperimentConfig.load(cfg, ["train.lr=1"])
+    monkeypatch.setenv("APL_CACHE_DIR", str(model_cache))
+    stamps = {p: p.stat().st_mtime_ns for p in (one / "shared").rglob("points/*.json")}
+    r = CliRunner().invoke(app, ["experiment", "--config", str(cfg), "--output", str(one),
+                                 "--set", "train.learning_rate=1e-3"])
+    assert r.exit_code == 1 and "other settings (train.learning_rate)" in r.stderr.replace("\n", " ")
+    assert "Traceback" not in r.output
+    assert {p: p.stat().st_mtime_ns for p in (one / "shared").rglob("points/*.json")} == stamps
+    r = CliRunner().invoke(app, ["experiment", "--config", str(cfg), "--set", "trainlr"])
+    assert r.exit_code != 0 and "SECTION.KEY=VALUE" in r.stderr.replace("\n", " ")

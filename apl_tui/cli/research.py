@@ -19,6 +19,7 @@ def experiment(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="folder (default: the file's [experiment] output)")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="only re-render the outputs of the finished runs in this folder")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="seeds in parallel processes, one torch thread each (shared-pool mode)")] = 1,
+    sets: Annotated[list[str] | None, typer.Option("--set", metavar="SECTION.KEY=VALUE", help="override a value of the file, e.g. train.learning_rate=1e-3 (repeatable)")] = None,
 ) -> None:
     """Acquisition functions × seeds × label schedule: CSV, plots, paired differences to random."""
     if report is not None:
@@ -28,7 +29,7 @@ def experiment(
         raise AplError("apl experiment needs --config FILE (or --report DIR)", hint="e.g. --config examples/experiment-shared.toml")
     from apl_tui.experiment import ExperimentConfig
 
-    exp = ExperimentConfig.load(config)
+    exp = ExperimentConfig.load(config, sets or ())
     folder = Path(output) if output else exp.path(exp.output)
     if exp.mode == "shared-pool":
         from apl_tui.experiment_jobs import run_shared
