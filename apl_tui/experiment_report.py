@@ -176,7 +176,32 @@ def markdown(rows: list[dict[str, Any]], out: Path | None = None) -> str:
         sel = [r for r in rows if r["method"] == arm and r["labels"] == last]
         if sel:
             lines.append(f"| {arm} | " + " | ".join(f"{_mean(sel, k):.3f}" for k in keys) + " |")
+    if out is not None:
+        lines += samples(out, last)
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: Any) -> str:
+    """One line of text for a markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def samples(out: Path, labels: int, prompts: int = 3) -> list[str]:
+    """Markdown: the first test prompts' completions per arm at `labels`, lowest seed, next to the
+    reference's — the first prompts, not picked, so the table cannot be cherry-picked."""
+    seeds = sorted(int(d.name[1:]) for d in (out / "shared").glob("s*") if d.name[1:].isdigit())
+    for seed in seeds:
+        files = sorted((out / "shared" / f"s{seed}" / "per_prompt").glob(f"*-{labels}.json"))
+        if not files:
+            continue
+        per = {f.name.rsplit("-", 1)[0]: json.loads(f.read_text())[:prompts] for f in files}
+        first = next(iter(per.values()))
+        lines = ["", f"Completions at {labels} labels, seed {seed}, the first {len(first)} test prompts (not picked):", "",
+                 "| | " + " | ".join(f'"{_cell(r["prompt"])}"' for r in first) + " |", "|---" * (1 + len(first)) + "|",
+                 "| reference | " + " | ".join(_cell(r["reference"]) for r in first) + " |"]
+        lines += [f"| {arm} | " + " | ".join(_cell(r["completion"]) for r in rows) + " |" for arm, rows in sorted(per.items())]
+        return lines
+    return []
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:

@@ -132,6 +132,11 @@ def test_jobs_2_equals_jobs_1_and_resume_and_report(finished, model_cache, monke
     assert set(paired) == {"aa", "certainty", "oracle-max-gap"} and all(n == 10 for _, _, n in paired.values())
     for name in ("curves.png", "paired.png", "reward_kl.png", "per_prompt.parquet", "report.md"):
         assert (one / name).exists()
+    report = (one / "report.md").read_text()
+    assert "Completions at 8 labels, seed 0, the first 3 test prompts" in report
+    table = report.split("Completions at 8 labels")[1].splitlines()
+    assert [line.split(" |")[0] for line in table if line.startswith("| ") and not line.startswith("| |")] == [
+        "| reference", "| aa", "| certainty", "| oracle-max-gap", "| random"]
     import pandas as pd
 
     frame = pd.read_parquet(one / "per_prompt.parquet")
