@@ -101,9 +101,12 @@ class Policy:
         """The stored version of the loaded adapter; 0 = none (the reference) or not yet saved."""
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.packed_head: bool | None = None
-        """Project only the completion positions, packed into one 2-D matmul (see `_batch_logps`).
+        """Project only the completion positions, packed into one 2-D matmul (see `apl_tui.logps.padded_batch`).
         None: decide on first use (the packed path must match the model's own logits); False: the
         model's forward with `logits_to_keep` (the bench sets it to compare the two)."""
+        self.shared_prefix: bool | None = None
+        """Score the completions of one prompt on one prompt pass's key/value cache (`apl_tui.logps`).
+        None: decide on first use; False: every row padded on its own (the bench compares the two)."""
         self._warned_long: set[str] = set()  # prompts already reported as cut: warn once each
 
     @classmethod
@@ -408,13 +411,16 @@ class Policy:
         the same forward pass; zeros for an empty completion. The acquisition head's features.
 
         Prompt tokens and padding are excluded; no length normalisation; an empty completion
-        scores 0. Rows are sorted by length before batching (less padding) and returned in the
-        caller's order. grad=False: float32 on the CPU; grad=True: float32 on the model's
-        device, attached to the graph (DPO).
+        scores 0. Rows that share a prompt with other rows run that prompt's body pass once and
+        reuse its key/value cache; the rest are left-padded; both batch by length (less padding),
+        see `apl_tui.logps`. Returned in the caller's order. grad=False: float32 on the CPU;
+        grad=True: float32 on the model's device, attached to the graph (DPO).
 
         Example: prompt [5, 6], completion [7, 2] → log p(7 | 5 6) + log p(2 | 5 6 7).
         """
         import torch
+
+        from apl_tui.logps import score
 
         if len(prompt_ids) != len(completion_ids):
             raise ValueError(f"{len(prompt_ids)} prompts for {len(completion_ids)} completions")
@@ -422,70 +428,8 @@ class Policy:
             return (torch.zeros(0), torch.zeros(0, 0)) if features else torch.zeros(0)
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
-        order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(completion_ids[i])))
-        pieces = []
-        grad_mode = torch.enable_grad() if grad else torch.no_grad()
-        with self._adapter(adapter), grad_mode:
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                pieces.append(self._batch_logps([list(prompt_ids[i]) for i in idx],
-                                                [list(completion_ids[i]) for i in idx], features=features))
-        sorted_logps = torch.cat([p[0] for p in pieces] if features else pieces)  # (B,) in `order`
-        inverse = torch.empty(len(order), dtype=torch.long, device=sorted_logps.device)
-        inverse[torch.tensor(order, device=sorted_logps.device)] = torch.arange(len(order), device=sorted_logps.device)
-        logps = sorted_logps[inverse]
-        logps = logps if grad else logps.detach().float().cpu()
-        if not features:
-            return logps
-        phi = torch.cat([p[1] for p in pieces])[inverse.cpu()]  # (B, d)
-        return logps, phi
-
-    def _batch_logps(self, prompts: list[list[int]], completions: list[list[int]], *, features: bool = False) -> Any:
-        """One forward pass over a left-padded batch; logits only at completion positions.
-
-        features=True: (logps (b,), φ (b, d) float32 on the CPU), φ pooled from the same pass.
-        """
-        import torch
-
-        lengths = torch.tensor([len(c) for c in completions], device=self.device)  # (b,)
-        cmax = int(lengths.max())
-        if cmax == 0:
-            zeros = torch.zeros(len(prompts), device=self.device)
-            return (zeros, torch.zeros(len(prompts), self.model.config.hidden_size)) if features else zeros
-        input_ids, mask = self._left_pad([p + c for p, c in zip(prompts, completions)])  # (b, L)
-        # Explicit positions: with left padding, each row's first real token is position 0.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, L)
-        # The last token is only ever a target, so it is not fed. Left padding puts every
-        # completion at the end of its row, so the last `cmax` outputs predict the last `cmax`
-        # tokens, of which each row keeps its own completion's (the LM head dominates small models).
-        inputs = {"input_ids": input_ids[:, :-1], "attention_mask": mask[:, :-1],
-                  "position_ids": positions[:, :-1], "use_cache": False}
-        keep = torch.arange(cmax, device=self.device) >= (cmax - lengths).unsqueeze(1)  # (b, cmax)
-        targets = input_ids[:, -cmax:][keep]  # (N,) the kept positions, row by row
-        if self._use_packed_head():
-            # The body's hidden states at the kept positions, packed into one (N, d) matrix, go
-            # through the head in ONE 2-D matmul. The model's own `logits_to_keep` projects a
-            # non-contiguous (b, cmax, d) slice instead: with LoRA loaded, torch then runs one small
-            # matmul per row, each repacking the (V, d) weight (measured 1.2× slower end to end).
-            hidden = self.base.get_decoder()(**inputs).last_hidden_state  # (b, L-1, d)
-            logits = self.base.get_output_embeddings()(hidden[:, -cmax:][keep])  # (N, V)
-        else:
-            # transformers ties hidden_states[-1] to last_hidden_state (after the final norm), so
-            # φ is the same on both paths.
-            out = self.model(**inputs, output_hidden_states=features,
-                             **({"logits_to_keep": cmax} if self._logits_to_keep else {}))
-            hidden = out.hidden_states[-1] if features else None  # (b, L-1, d)
-            logits = out.logits[:, -cmax:][keep]  # (N, V)
-        logits = logits.float()  # log-softmax in fp32 even for bf16 models
-        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (N,)
-        rows = torch.arange(len(prompts), device=self.device).unsqueeze(1).expand(-1, cmax)[keep]  # (N,)
-        logps = torch.zeros(len(prompts), dtype=token_logps.dtype, device=self.device).index_add(0, rows, token_logps)
-        if not features:
-            return logps
-        pooled = hidden[:, -cmax:].detach().float()  # (b, cmax, d): the states that predict the completion
-        weights = keep.float().unsqueeze(-1)  # (b, cmax, 1)
-        phi = (pooled * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (b, d)
-        return logps, phi.cpu()
+        with self._adapter(adapter), (torch.enable_grad() if grad else torch.no_grad()):
+            return score(self, prompt_ids, completion_ids, grad=grad, batch_size=batch_size, features=features)
 
     def _use_packed_head(self) -> bool:
         """Whether the body + head split reproduces this model's logits (checked once, on a probe).
@@ -493,26 +437,8 @@ class Policy:
         Models that post-process logits (soft-capping, scaling) or have no `get_decoder` keep the
         model's own forward: the packed path would silently compute something else for them.
         """
+        from apl_tui.logps import packed_head_works
+
         if self.packed_head is None:
-            self.packed_head = self._probe_packed_head()
+            self.packed_head = packed_head_works(self)
         return self.packed_head
-
-    def _probe_packed_head(self) -> bool:
-        import torch
-
-        try:
-            ids = torch.tensor([[self.tokenizer.eos_token_id or 0, 5, 6, 7]], device=self.device)
-            with torch.no_grad():
-                want = self.base(input_ids=ids, use_cache=False).logits[0].float()  # (4, V)
-                hidden = self.base.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
-                got = self.base.get_output_embeddings()(hidden[0]).float()  # (4, V)
-        except (AttributeError, TypeError, NotImplementedError) as e:
-            logger.info("logits through the model's own forward (no body/head split: %s)", e)
-            return False
-        # Another matmul shape may round differently: 1 ulp of bf16/fp16 is ≈ 0.4 % (soft-capping
-        # or scaling changes logits by far more).
-        tol = 1e-3 if self.base.dtype == torch.float32 else 2e-2
-        same = got.shape == want.shape and bool(torch.allclose(got, want, rtol=tol, atol=tol))
-        if not same:
-            logger.info("logits through the model's own forward (the head alone differs from its logits)")
-        return same

@@ -1,6 +1,6 @@
 """The vocabulary projection: one packed 2-D head matmul against the model's own sliced head.
 
-`Policy._batch_logps` gathers the hidden states of the kept completion positions into one
+`apl_tui.logps.padded_batch` gathers the hidden states of the kept completion positions into one
 (N, d) matrix and projects it in one matmul. The model's own forward with `logits_to_keep`
 projects a non-contiguous (b, cmax, d) slice instead; with a LoRA adapter loaded, torch then runs
 one small matmul per sequence, each repacking the (V, d) head weight. Both paths are timed on the
