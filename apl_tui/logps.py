@@ -200,7 +200,6 @@ def _prefix_cache(policy: Policy, prefixes: list[list[int]], batch_size: int) ->
     """
     import torch
     import torch.nn.functional as F
-    from transformers.cache_utils import DynamicCache
 
     width = max(len(p) for p in prefixes)
     kv: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
@@ -209,9 +208,9 @@ def _prefix_cache(policy: Policy, prefixes: list[list[int]], batch_size: int) ->
     for start in range(0, len(prefixes), batch_size):
         ids, mask = policy._left_pad(prefixes[start:start + batch_size])  # (b, w)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **{_cache_kwarg(decoder): cache})
+        cache = _plain_cache(decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True))
+        if cache is None:  # `shared_prefix_works` saw a plain cache on this model: this would be a bug
+            raise RuntimeError("the body's cache is not plain DynamicLayers: score with shared_prefix = False")
         pad = width - ids.shape[1]
         masks.append(F.pad(mask, (pad, 0)))
         for n, layer in enumerate(cache.layers):
@@ -261,6 +260,24 @@ def _cache_kwarg(decoder: Any) -> str:
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
+def _plain_cache(out: Any) -> Any:
+    """The cache a body pass returned, if it is a `DynamicCache` of plain full-attention layers; else None.
+
+    The model builds its own cache (from its config), so sliding-window or linear-attention layers
+    show up here; transformers 4's caches have no `layers` and also give None.
+    """
+    from transformers import cache_utils
+
+    cache = getattr(out, "cache", None)
+    if cache is None:  # transformers before the rename to `cache`
+        cache = getattr(out, "past_key_values", None)
+    plain = getattr(cache_utils, "DynamicLayer", None)
+    layers = getattr(cache, "layers", None)
+    if type(cache) is not cache_utils.DynamicCache or plain is None or not layers:
+        return None
+    return cache if all(type(layer) is plain for layer in layers) else None
+
+
 def _use_shared_prefix(policy: Policy) -> bool:
     """Whether this model scores with a shared prompt pass (decided once, see `shared_prefix_works`)."""
     if policy.shared_prefix is None:
@@ -277,19 +294,14 @@ def shared_prefix_works(policy: Policy) -> bool:
     (3) the same log-probs as the padded path on a probe of uneven prompts.
     """
     import torch
-    from transformers import cache_utils
 
     if not policy._use_packed_head():
         return False
-    dynamic_layer = getattr(cache_utils, "DynamicLayer", None)
-    decoder = policy.base.get_decoder()
     probe = torch.tensor([[policy.tokenizer.eos_token_id or 0, 5, 6]], device=policy.device)
-    cache = cache_utils.DynamicCache()
     with torch.no_grad():
-        decoder(input_ids=probe, use_cache=True, **{_cache_kwarg(decoder): cache})
-    layers = getattr(cache, "layers", None)
-    if dynamic_layer is None or not layers or any(type(layer) is not dynamic_layer for layer in layers):
-        logger.info("scoring without a shared prompt pass (the cache is not plain DynamicLayers)")
+        cache = _plain_cache(policy.base.get_decoder()(input_ids=probe, use_cache=True))
+    if cache is None:
+        logger.info("scoring without a shared prompt pass (the model's cache is not plain DynamicLayers)")
         return False
     prompts = [[5, 6, 7, 8, 9], [5, 6, 7, 8, 9], [11, 12], [11, 12]]
     completions = [[20, 21, 22], [23], [24, 25], [26, 27, 28, 29]]

@@ -31,12 +31,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     def scoring(packed: bool) -> Any:
         def go() -> None:
             policy.packed_head = packed
+            policy.shared_prefix = False  # the padded path in both: the sliced head has no shared one
             results[f"score_{packed}"] = policy.sequence_logps_ids(prompts, completions, batch_size=sizes.batch_size)
         return go
 
     def training(packed: bool) -> Any:
         def go() -> None:
             policy.packed_head = packed
+            policy.shared_prefix = False
             for p in params:
                 p.grad = None
             logps = policy.sequence_logps_ids(t_prompts, t_completions, grad=True, batch_size=len(t_prompts))
@@ -52,7 +54,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         train_t = interleave({"packed": training(True), "sliced": training(False)}, warmup=sizes.warmup,
                              repeats=sizes.repeats, sync=sync)
     finally:
-        policy.packed_head = None  # decide again on next use, as a fresh policy would
+        policy.packed_head = policy.shared_prefix = None  # decide again on next use, as a fresh policy would
         for p in params:
             p.grad = None
     grad_diff = max(float((a - b).abs().max()) for a, b in zip(results["grad_True"], results["grad_False"]))

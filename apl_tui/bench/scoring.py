@@ -1,18 +1,23 @@
-"""Scoring throughput: `Policy.sequence_logps` over a pool against two other scorers.
+"""Scoring throughput: `Policy.sequence_logps` over a pool against three other scorers.
 
-Ours scores the whole pool in length-sorted, left-padded batches, computes logits only at
-completion positions (one 2-D head matmul over them), and reads the reference log-probs from
-the store's cache (computed once, when the pair was generated). Its contenders:
+Ours scores the whole pool with each prompt's body pass run once and its key/value cache shared
+by that prompt's completions (`apl_tui.logps`), batched by length, computes logits only at
+completion positions (one 2-D head matmul over them), and reads the reference log-probs from the
+store's cache (computed once, when the pair was generated). Its contenders:
 
+- unshared: ours with the prompt sharing switched off (`Policy.shared_prefix = False`): every
+  (prompt, completion) row left-padded on its own, as before issue 17. The sharing alone.
 - naive (paper-style): one forward pass per pair over [prompt + a; prompt + b], right-padded,
   full-vocabulary log-softmax at every position, and the reference recomputed every time (a
   second pass with the adapter disabled). Most of our lead over it is the cached reference.
 - batched: what a careful engineer writes without our tricks: the same length-sorted batches
   of `batch_size` sequences, full-vocabulary logits at every position, and the reference cached
-  too (so it does the policy pass only, like ours). Our lead over it is the logits alone.
+  too (so it does the policy pass only, like ours).
 
-A PeakProbe (machine.py) runs as a fourth contender in the same rotation, so "fraction of peak"
-divides by the peak measured alongside, in wall time and in CPU time.
+A PeakProbe (machine.py) runs as one more contender in the same rotation, so "fraction of peak"
+divides by the peak measured alongside, in wall time and in CPU time. A second rotation scores
+N = 4 completions per prompt (`acquisition.completions = 4`: 6 candidate pairs per prompt), ours
+against unshared and naive, where a prompt is shared by four completions instead of two.
 """
 
 from __future__ import annotations
@@ -109,8 +114,27 @@ def batched_full_vocab_logps(policy: Policy, prompts: Sequence[Sequence[int]],
     return out
 
 
+def _time_unshared(policy: Policy, fn: Any) -> Any:
+    """`fn` run with the prompt sharing switched off, then back as it was."""
+    def go() -> None:
+        before, policy.shared_prefix = policy.shared_prefix, False
+        try:
+            fn()
+        finally:
+            policy.shared_prefix = before
+    return go
+
+
+def _flat(scores: Sequence[tuple[float, float]]) -> list[float]:
+    return [a for a, _ in scores] + [b for _, b in scores]
+
+
+def _max_diff(xs: Sequence[float], ys: Sequence[float]) -> float:
+    return max(abs(x - y) for x, y in zip(xs, ys))
+
+
 def run(ctx: BenchContext) -> dict[str, Any]:
-    """Sequences/s of the three scorers, our ratios to each, their agreement, our share of the peak."""
+    """Sequences/s of the scorers, our ratios to each, their agreement, our share of the peak; then groups."""
     policy, pairs, sizes = ctx.policy, ctx.pairs, ctx.sizes
     cands = [{"prompt": p.prompt, "completion_a": p.chosen, "completion_b": p.rejected, "eos_a": False,
               "eos_b": False} for p in pairs]
@@ -127,6 +151,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     def ours() -> None:
         results["ours"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
 
+    def unshared() -> None:
+        results["unshared"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
+
     def naive() -> None:
         results["naive"] = naive_pool_scores(policy, prompt_ids, a_ids, b_ids)
 
@@ -134,39 +161,97 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         results["batched"] = batched_full_vocab_logps(policy, prompt_ids * 2, a_ids + b_ids,
                                                       batch_size=sizes.batch_size)
 
-    ctx.log(f"scoring: {len(pairs)} pairs, ours vs naive vs batched full-vocabulary (+ matmul peak), "
+    ctx.log(f"scoring: {len(pairs)} pairs, ours vs unshared vs naive vs batched full-vocabulary (+ matmul peak), "
             f"{sizes.repeats} repeats")
     cpu: dict[str, list[float]] = {}
-    times = interleave({"ours": ours, "naive": naive, "batched": batched, "peak": probe}, warmup=sizes.warmup,
+    times = interleave({"ours": ours, "unshared": _time_unshared(policy, unshared), "naive": naive,
+                        "batched": batched, "peak": probe}, warmup=sizes.warmup,
                        repeats=sizes.repeats, sync=synchronizer(ctx.device), cpu=cpu)
     t = {name: Stat.of(v) for name, v in times.items()}
     c = {name: Stat.of(v) for name, v in cpu.items()}
-    ours_flat = [a for a, _ in results["ours"]] + [b for _, b in results["ours"]]
+    ours_flat = _flat(results["ours"])
     naive_pol, naive_ref = results["naive"]
-    ref = pair_logps(policy, cands, adapter=False, batch_size=sizes.batch_size)
-    ref_flat = [a for a, _ in ref] + [b for _, b in ref]
-    flops = forward_flops(ctx.size(), tokens, completion_tokens)
+    ref_flat = _flat(pair_logps(policy, cands, adapter=False, batch_size=sizes.batch_size))
+    # Useful work: each prompt once (its pass is shared by both sides), every completion token.
+    flops = forward_flops(ctx.size(), sum(len(p) for p in prompt_ids) + completion_tokens, completion_tokens)
     return {
         "scoring_pairs": len(pairs),
         "scoring_tokens": tokens,
         "scoring_seqs_per_s": n_seq / t["ours"].median,
         "scoring_tokens_per_s": tokens / t["ours"].median,
+        "scoring_unshared_seqs_per_s": n_seq / t["unshared"].median,
         "scoring_naive_seqs_per_s": n_seq / t["naive"].median,
         "scoring_naive_tokens_per_s": tokens / t["naive"].median,
         "scoring_batched_seqs_per_s": n_seq / t["batched"].median,
         "scoring_speedup_vs_naive": t["naive"].median / t["ours"].median,
+        "scoring_speedup_vs_unshared": t["unshared"].median / t["ours"].median,
+        "scoring_unshared_speedup_vs_naive": t["naive"].median / t["unshared"].median,
         "scoring_speedup_vs_batched": t["batched"].median / t["ours"].median,
-        "scoring_max_abs_diff_policy": max(abs(x - y) for x, y in zip(ours_flat, naive_pol)),
-        "scoring_max_abs_diff_batched": max(abs(x - y) for x, y in zip(ours_flat, results["batched"])),
-        "scoring_max_abs_diff_reference": max(abs(x - y) for x, y in zip(ref_flat, naive_ref)),
-        "scoring_policy_ref_gap": max(abs(x - y) for x, y in zip(ours_flat, ref_flat)),
+        "scoring_max_abs_diff_policy": _max_diff(ours_flat, naive_pol),
+        "scoring_max_abs_diff_unshared": _max_diff(ours_flat, _flat(results["unshared"])),
+        "scoring_max_abs_diff_batched": _max_diff(ours_flat, results["batched"]),
+        "scoring_max_abs_diff_reference": _max_diff(ref_flat, naive_ref),
+        "scoring_policy_ref_gap": _max_diff(ours_flat, ref_flat),
         "scoring_flops": flops,
         "scoring_gflops_per_s": flops / t["ours"].median / 1e9,
         "scoring_cpu_gflops": flops / c["ours"].median / 1e9,
         "scoring_peak_gflops": probe.flops / t["peak"].median / 1e9,
         "scoring_peak_cpu_gflops": probe.flops / c["peak"].median / 1e9,
         "scoring_time_s": t["ours"].to_dict(),
+        "scoring_unshared_time_s": t["unshared"].to_dict(),
         "scoring_naive_time_s": t["naive"].to_dict(),
         "scoring_batched_time_s": t["batched"].to_dict(),
         "scoring_peak_time_s": t["peak"].to_dict(),
+        **_groups(ctx),
+    }
+
+
+GROUP_SIZE = 4
+"""Completions per prompt in the group rotation (`acquisition.completions = 4`)."""
+
+
+def _groups(ctx: BenchContext) -> dict[str, Any]:
+    """N = 4 completions per prompt, every pair of them a candidate: ours vs unshared vs naive.
+
+    Group g is the prompt of pair 2g with the completions of pairs 2g and 2g+1; a quarter of the
+    pool's pairs make the groups (so naive, which scores the 6 pairs of each prompt one by one,
+    stays affordable).
+    """
+    import itertools
+
+    policy, pairs, sizes = ctx.policy, ctx.pairs, ctx.sizes
+    n_groups = max(1, len(pairs) // 4)
+    groups = [(pairs[2 * g].prompt, [pairs[2 * g].chosen, pairs[2 * g].rejected,
+                                     pairs[(2 * g + 1) % len(pairs)].chosen, pairs[(2 * g + 1) % len(pairs)].rejected])
+              for g in range(n_groups)]
+    cands = [{"prompt": prompt, "completion_a": a, "completion_b": b, "eos_a": False, "eos_b": False}
+             for prompt, texts in groups for a, b in itertools.combinations(texts, 2)]
+    prompt_ids = policy.encode_prompts([c["prompt"] for c in cands])
+    a_ids = policy.encode_completions([c["completion_a"] for c in cands])
+    b_ids = policy.encode_completions([c["completion_b"] for c in cands])
+    results: dict[str, Any] = {}
+
+    def ours() -> None:
+        results["ours"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
+
+    def unshared() -> None:
+        results["unshared"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
+
+    def naive() -> None:
+        results["naive"] = naive_pool_scores(policy, prompt_ids, a_ids, b_ids)
+
+    ctx.log(f"scoring groups: {n_groups} prompts × {GROUP_SIZE} completions ({len(cands)} pairs), "
+            "ours vs unshared vs naive")
+    times = interleave({"ours": ours, "unshared": _time_unshared(policy, unshared), "naive": naive},
+                       warmup=sizes.warmup, repeats=sizes.repeats, sync=synchronizer(ctx.device))
+    t = {name: Stat.of(v) for name, v in times.items()}
+    ours_flat = _flat(results["ours"])
+    return {
+        "scoring_group_prompts": n_groups,
+        "scoring_group_pairs": len(cands),
+        "scoring_group_speedup_vs_naive": t["naive"].median / t["ours"].median,
+        "scoring_group_speedup_vs_unshared": t["unshared"].median / t["ours"].median,
+        "scoring_group_max_abs_diff_policy": _max_diff(ours_flat, results["naive"][0]),
+        "scoring_group_max_abs_diff_unshared": _max_diff(ours_flat, _flat(results["unshared"])),
+        "scoring_group_time_s": {k: v.to_dict() for k, v in t.items()},
     }

@@ -1,0 +1,139 @@
+"""Scoring that shares the prompt: one body pass per prompt, its cache reused by its completions.
+
+Every test compares against the padded path (`Policy.shared_prefix = False`, the scorer before
+issue 17) and, where cheap, against an unpadded full-logits computation of each row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from apl_tui import logps
+from apl_tui.config import LoraSettings, ModelConfig
+from apl_tui.policy import Policy
+
+# Uneven prompt lengths; pairs, a group of four with an empty completion, a repeated 1-token prompt
+# (""), and a prompt of its own.
+ROWS = [
+    ("The movie was", " great fun", True),
+    ("The movie was", " dull and far too long for anyone", False),
+    ("I watched this film last night with my whole family and", " we loved it", True),
+    ("I watched this film last night with my whole family and", " nobody laughed", True),
+    ("I watched this film last night with my whole family and", "", False),
+    ("I watched this film last night with my whole family and", " the ending", False),
+    ("I watched this film last night with my whole family and", " it was fine", True),
+    ("", " alone", True),
+    ("", " also alone", False),
+    ("Bad", " acting", True),
+]
+
+
+def naive_logp(policy: Policy, prompt_ids: list[int], completion_ids: list[int]) -> float:
+    """Full logits of one unpadded sequence; sum the completion tokens' log-probs."""
+    full = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(policy.model(full).logits[0].float(), -1)  # (T, V)
+    return sum(float(lp[t - 1, full[0, t]]) for t in range(len(prompt_ids), full.shape[1]))
+
+
+def perturb_lora(policy: Policy, seed: int) -> None:
+    """A LoRA adapter whose B matrices are random, so it changes the model."""
+    policy.new_adapter(LoraSettings(r=4), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+
+def both_paths(policy: Policy, rows: list[tuple[str, str, bool]], **kw: Any) -> tuple[Any, Any]:
+    """(shared, padded) results of `sequence_logps` over rows."""
+    out = []
+    for flag in (None, False):  # None: decided by the rule
+        policy.shared_prefix = flag
+        out.append(policy.sequence_logps([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], **kw))
+        assert policy.shared_prefix is (flag is None)  # the rule shares on this model
+    return out[0], out[1]
+
+
+def test_the_rule_picks_rows_that_repeat_a_prompt_of_two_tokens_or_more(tiny_policy: Policy) -> None:
+    p_ids = tiny_policy.encode_prompts([r[0] for r in ROWS])
+    c_ids = tiny_policy.encode_completions([r[1] for r in ROWS], [r[2] for r in ROWS])
+    assert len(p_ids[7]) == 1  # "" is the BOS alone: nothing to cache before its last token
+    # Not the empty completion (4), not the 1-token prompt (7, 8), not the prompt of its own (9).
+    assert logps.shared_prefix_rows(tiny_policy, p_ids, c_ids) == [0, 1, 2, 3, 5, 6]
+    assert tiny_policy.shared_prefix is True
+    assert logps.shared_prefix_rows(tiny_policy, p_ids[7:], c_ids[7:]) == []  # every prompt unique or too short
+    tiny_policy.shared_prefix = False
+    assert logps.shared_prefix_rows(tiny_policy, p_ids, c_ids) == []
+
+
+@pytest.mark.parametrize("adapter", [True, False])
+def test_shared_prompt_pass_gives_the_same_log_probs_and_features(tiny_policy: Policy, adapter: bool) -> None:
+    perturb_lora(tiny_policy, seed=3)
+    (shared, phi_s), (padded, phi_p) = both_paths(tiny_policy, ROWS, adapter=adapter, batch_size=3, features=True)
+    assert shared.shape == (len(ROWS),) and shared.dtype == torch.float32
+    assert torch.allclose(shared, padded, atol=1e-4), (shared, padded)
+    assert torch.allclose(phi_s, phi_p, atol=1e-4)
+    assert shared[4] == 0 and torch.count_nonzero(phi_s[4]) == 0  # the empty completion
+    p_ids = tiny_policy.encode_prompts([r[0] for r in ROWS])
+    c_ids = tiny_policy.encode_completions([r[1] for r in ROWS], [r[2] for r in ROWS])
+    with tiny_policy._adapter(adapter):
+        naive = torch.tensor([naive_logp(tiny_policy, p, c) for p, c in zip(p_ids, c_ids)])
+    assert torch.allclose(shared, naive, atol=1e-4)
+    plain, _ = both_paths(tiny_policy, ROWS, adapter=adapter, batch_size=3)
+    assert torch.allclose(plain, shared, atol=1e-5)  # features do not change the log-probs
+
+
+def test_gradients_through_the_shared_cache_match_the_padded_ones(tiny_policy: Policy) -> None:
+    """DPO's [chosen; rejected] rows share their prompts: the gradient flows into the prompt pass too."""
+    perturb_lora(tiny_policy, seed=5)
+    grads, values = [], []
+    for flag in (None, False):
+        tiny_policy.shared_prefix = flag
+        for q in tiny_policy.trainable_parameters():
+            q.grad = None
+        lp = tiny_policy.sequence_logps([r[0] for r in ROWS], [r[1] for r in ROWS], [r[2] for r in ROWS],
+                                        grad=True, batch_size=len(ROWS))
+        assert lp.requires_grad
+        (lp * torch.linspace(1.0, 2.0, len(ROWS))).sum().backward()  # unequal weights: order matters
+        values.append(lp.detach())
+        grads.append(torch.cat([q.grad.flatten() for q in tiny_policy.trainable_parameters()]))
+    assert torch.allclose(values[0], values[1], atol=1e-4)
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+
+
+def test_groups_across_chunks_and_batches_come_back_in_the_callers_order(tiny_policy: Policy) -> None:
+    """N completions per prompt over several chunks (batch_size 2: 8 rows a chunk), shuffled rows."""
+    words = " good bad long short film story music ending cast".split()
+    prompts = [" ".join(words[:k + 2]) for k in range(7)]
+    rows = [(p, " " + " ".join(words[(i + j) % 9:(i + j) % 9 + 1 + j]), j % 2 == 0)
+            for i, p in enumerate(prompts) for j in range(3)]
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()
+    rows = [rows[i] for i in perm]
+    (shared, phi_s), (padded, phi_p) = both_paths(tiny_policy, rows, batch_size=2, features=True)
+    assert torch.allclose(shared, padded, atol=1e-4)
+    assert torch.allclose(phi_s, phi_p, atol=1e-4)
+    assert len(set(shared.tolist())) == len(rows)  # distinct rows, not one row copied around
+
+
+def test_a_sliding_window_model_keeps_the_padded_path(tiny_model: tuple[Any, Any]) -> None:
+    """A cache with sliding-window layers is not shared (the rule), and scores as before."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tok = tiny_model
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             sliding_window=64, pad_token_id=tok.pad_token_id)).eval()
+    policy = Policy(model, tok, cfg=ModelConfig(spec="tiny-random", device="cpu"), device="cpu", spec="sw")
+    got = policy.sequence_logps([r[0] for r in ROWS], [r[1] for r in ROWS], [r[2] for r in ROWS], batch_size=4)
+    assert policy.packed_head is True and policy.shared_prefix is False
+    p_ids = policy.encode_prompts([r[0] for r in ROWS])
+    c_ids = policy.encode_completions([r[1] for r in ROWS], [r[2] for r in ROWS])
+    naive = torch.tensor([naive_logp(policy, p, c) for p, c in zip(p_ids, c_ids)])
+    assert torch.allclose(got, naive, atol=1e-4)
