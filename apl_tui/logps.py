@@ -37,10 +37,13 @@ def score(policy: Policy, prompt_ids: Sequence[Sequence[int]], completion_ids: S
 
     Rows go to the shared-prefix path (`shared_prefix_rows`) or the padded one; each path returns
     its rows' log-probs, which are put back in the caller's order (differentiably, for DPO).
+    Training (grad=True) keeps the padded path: the shared one gives the same gradients, but a DPO
+    step's forward + backward was no faster with it (0.97×, 8 pairs, SmolLM2-135M, one thread),
+    and padded rows keep LoRA dropout independent between a pair's two sides.
     """
     import torch
 
-    shared = set(shared_prefix_rows(policy, prompt_ids, completion_ids))
+    shared = set() if grad else set(shared_prefix_rows(policy, prompt_ids, completion_ids))
     padded = [i for i in range(len(prompt_ids)) if i not in shared]
     # Longest first: less padding per batch.
     padded.sort(key=lambda i: -(len(prompt_ids[i]) + len(completion_ids[i])))
@@ -138,7 +141,7 @@ def shared_prefix_rows(policy: Policy, prompt_ids: Sequence[Sequence[int]],
     A row shares when its completion is non-empty, its prompt has at least 2 tokens (the cached
     part is the prompt without its last token, which is fed with each completion), and another
     such row of this call has the same prompt; and only if the model supports it
-    (`shared_prefix_works`). Everything else takes the padded path.
+    (`shared_prefix_works`). Everything else takes the padded path, and so does training (`score`).
     """
     counts: dict[tuple[int, ...], int] = {}
     eligible = [i for i in range(len(prompt_ids)) if len(prompt_ids[i]) >= 2 and completion_ids[i]]

@@ -411,10 +411,11 @@ class Policy:
         the same forward pass; zeros for an empty completion. The acquisition head's features.
 
         Prompt tokens and padding are excluded; no length normalisation; an empty completion
-        scores 0. Rows that share a prompt with other rows run that prompt's body pass once and
-        reuse its key/value cache; the rest are left-padded; both batch by length (less padding),
-        see `apl_tui.logps`. Returned in the caller's order. grad=False: float32 on the CPU;
-        grad=True: float32 on the model's device, attached to the graph (DPO).
+        scores 0. Without grad, rows that share a prompt with other rows run that prompt's body
+        pass once and reuse its key/value cache; the rest (and every row with grad) are
+        left-padded; both batch by length (less padding), see `apl_tui.logps`. Returned in the
+        caller's order. grad=False: float32 on the CPU; grad=True: float32 on the model's device,
+        attached to the graph (DPO).
 
         Example: prompt [5, 6], completion [7, 2] → log p(7 | 5 6) + log p(2 | 5 6 7).
         """

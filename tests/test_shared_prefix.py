@@ -89,22 +89,47 @@ def test_shared_prompt_pass_gives_the_same_log_probs_and_features(tiny_policy: P
 
 
 def test_gradients_through_the_shared_cache_match_the_padded_ones(tiny_policy: Policy) -> None:
-    """DPO's [chosen; rejected] rows share their prompts: the gradient flows into the prompt pass too."""
+    """The shared path is differentiable (the gradient flows into the prompt pass through its cache)
+    and agrees with the padded one; training itself keeps the padded path (see `logps.score`)."""
     perturb_lora(tiny_policy, seed=5)
+    p_ids = tiny_policy.encode_prompts([r[0] for r in ROWS])
+    c_ids = tiny_policy.encode_completions([r[1] for r in ROWS], [r[2] for r in ROWS])
+    rows = logps.shared_prefix_rows(tiny_policy, p_ids, c_ids)
+    weights = torch.linspace(1.0, 2.0, len(rows))  # unequal: the order of the rows matters
     grads, values = [], []
-    for flag in (None, False):
-        tiny_policy.shared_prefix = flag
+    for shared in (True, False):
         for q in tiny_policy.trainable_parameters():
             q.grad = None
-        lp = tiny_policy.sequence_logps([r[0] for r in ROWS], [r[1] for r in ROWS], [r[2] for r in ROWS],
-                                        grad=True, batch_size=len(ROWS))
+        with torch.enable_grad():
+            if shared:
+                idx, lp, _ = logps.shared_prefix_logps(tiny_policy, [p_ids[i] for i in rows],
+                                                       [c_ids[i] for i in rows], batch_size=2, features=False)
+                lp = lp[torch.tensor(idx).argsort()]
+            else:
+                lp, _ = logps.padded_batch(tiny_policy, [p_ids[i] for i in rows], [c_ids[i] for i in rows])
         assert lp.requires_grad
-        (lp * torch.linspace(1.0, 2.0, len(ROWS))).sum().backward()  # unequal weights: order matters
+        (lp * weights).sum().backward()
         values.append(lp.detach())
         grads.append(torch.cat([q.grad.flatten() for q in tiny_policy.trainable_parameters()]))
     assert torch.allclose(values[0], values[1], atol=1e-4)
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+
+
+def test_training_scores_every_row_padded(tiny_policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
+    perturb_lora(tiny_policy, seed=5)
+    calls: list[int] = []
+    real = logps.shared_prefix_logps
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(logps, "shared_prefix_logps", counted)
+    texts = ([r[0] for r in ROWS], [r[1] for r in ROWS], [r[2] for r in ROWS])
+    assert tiny_policy.sequence_logps(*texts, grad=True).requires_grad and not calls
+    tiny_policy.sequence_logps(*texts)  # scoring without grad does share
+    assert calls
 
 
 def test_groups_across_chunks_and_batches_come_back_in_the_callers_order(tiny_policy: Policy) -> None:
