@@ -43,8 +43,8 @@ def score(policy: Policy, prompt_ids: Sequence[Sequence[int]], completion_ids: S
     """
     import torch
 
-    shared = set() if grad else set(shared_prefix_rows(policy, prompt_ids, completion_ids))
-    padded = [i for i in range(len(prompt_ids)) if i not in shared]
+    shared = [] if grad else shared_prefix_rows(policy, prompt_ids, completion_ids)  # ascending
+    padded = sorted(set(range(len(prompt_ids))) - set(shared))
     # Longest first: less padding per batch.
     padded.sort(key=lambda i: -(len(prompt_ids[i]) + len(completion_ids[i])))
     rows: list[int] = []
@@ -55,10 +55,10 @@ def score(policy: Policy, prompt_ids: Sequence[Sequence[int]], completion_ids: S
         pieces.append(padded_batch(policy, [list(prompt_ids[i]) for i in idx],
                                    [list(completion_ids[i]) for i in idx], features=features))
     if shared:
-        idx, logps, phi = shared_prefix_logps(policy, [prompt_ids[i] for i in sorted(shared)],
-                                              [completion_ids[i] for i in sorted(shared)],
+        idx, logps, phi = shared_prefix_logps(policy, [prompt_ids[i] for i in shared],
+                                              [completion_ids[i] for i in shared],
                                               batch_size=batch_size, features=features)
-        rows += [sorted(shared)[j] for j in idx]
+        rows += [shared[j] for j in idx]
         pieces.append((logps, phi))
     device = pieces[0][0].device
     inverse = torch.empty(len(rows), dtype=torch.long)
@@ -165,6 +165,8 @@ def shared_prefix_logps(policy: Policy, prompts: Sequence[Sequence[int]], comple
     Example: prompt [5, 6] with completions [7, 2] and [9]: one pass over [5] caches its keys and
     values; then one batch feeds [6, 7] and [6] on that cache, whose outputs predict 7, 2 and 9.
     """
+    import torch
+
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(tuple(p), []).append(i)
@@ -190,8 +192,6 @@ def shared_prefix_logps(policy: Policy, prompts: Sequence[Sequence[int]], comple
                 if phi is not None:
                     phis.append(phi)
             chunk, size = [], 0
-    import torch
-
     return rows, torch.cat(logps), (torch.cat(phis) if features else None)
 
 
