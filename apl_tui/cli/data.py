@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from apl_tui.atomic import atomic_file
 from apl_tui.cli.common import DEFAULT_STORE, StoreOpt, app, err, friendly, new_store_config, out, styled
@@ -259,6 +260,15 @@ def stats(
                       "–" if a["loss"] is None else f"{a['loss']:.3f}",
                       _pct(a["accuracy"]), "; ".join(evals.get(a["version"], [])) or "–")
         out.print(t)
+        if s["evals"]:
+            from apl_tui.eval_report import QUALITY_COLUMNS, quality_rows
+
+            # Kept apart from the rounds table so each fits 100 columns; "–" where not measured.
+            q = Table(*QUALITY_COLUMNS, title="quality of the evaluated completions (reference's once per test set)",
+                      padding=(0, 1))
+            for row in quality_rows(s["evals"]):
+                q.add_row(*(Text(c) for c in row))  # oracle names and words are data, not markup
+            out.print(q)
     else:
         out.print("rounds       none yet")
     lines = Table.grid(padding=(0, 2))

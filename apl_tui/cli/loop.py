@@ -21,6 +21,7 @@ from apl_tui.cli.common import (
 )
 from apl_tui.config import ACQUISITIONS
 from apl_tui.errors import AplError, Cancelled
+from apl_tui.eval_report import GUARD_PROMPTS
 
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
 AcqOpt = Annotated[str | None, typer.Option("--acquisition", "-a", help=f"one of {', '.join(ACQUISITIONS)}")]
@@ -184,15 +185,24 @@ def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
           prompts: Annotated[int, typer.Option(
               help=f"test prompts to use (default {EVAL_PROMPTS}, sized for a CPU; 0 = the whole test split)")]
           = EVAL_PROMPTS,
+          guard_prompts: Annotated[int, typer.Option(
+              "--guard-prompts", help=f"measure KL to the reference and PMI on the first N of them (default "
+              f"{GUARD_PROMPTS}; 0 = off): one sampling and four forward passes per prompt")] = GUARD_PROMPTS,
           model: ModelOpt = None, device: DeviceOpt = None) -> None:
-    """Win-rate of adapters vs the reference on the test split, one line per adapter.
+    """Win-rate of adapters vs the reference on the test split, with KL and quality guards beside it.
 
     Each prompt's result is saved as it is judged: after Ctrl-C the same command continues, and a
     finished evaluation is cached per adapter, oracle and settings.
     """
     from apl_tui.batch import evaluate
+    from apl_tui.eval_report import measures_line
     from apl_tui.oracles import build_oracle
 
+    if prompts < 0:
+        raise AplError(f"--prompts must be 0 or more (got {prompts})", hint="e.g. --prompts 32; 0 = the whole test split")
+    if guard_prompts < 0:
+        raise AplError(f"--guard-prompts must be 0 or more (got {guard_prompts})",
+                       hint=f"e.g. --guard-prompts {GUARD_PROMPTS}; 0 turns KL and PMI off")
     engine = open_engine(store, model=model, device=device)
     judge = build_oracle(oracle, seed=engine.config.loop.seed)
     versions = [adapter] if adapter is not None else engine.store.adapter_versions()
@@ -200,7 +210,9 @@ def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
         raise AplError("no adapter to evaluate yet", hint="train a round first (apl train or apl run)")
     for v in versions:
         row = _heavy(lambda sink, cancel, v=v: evaluate(engine, judge, adapter_version=v, prompts=prompts or None,
-                                                        sink=sink, cancel=cancel))
+                                                        guard_prompts=guard_prompts, sink=sink, cancel=cancel))
         rate = "–" if row["win_rate"] is None else f"{row['win_rate']:.3f} ± {row['stderr']:.3f}"
         out.print(f"adapter v{v}: win-rate {rate} vs reference ({row['wins']} wins, {row['losses']} losses, "
-                  f"{row['ties']} ties, n={row['n']}, {judge.name}){' [cached]' if row.get('cached') else ''}")
+                  f"{row['ties']} ties, n={row['n']}, {judge.name}){' [cached]' if row.get('cached') else ''}",
+                  highlight=False)
+        out.print(f"  {measures_line(row)}", highlight=False)

@@ -108,6 +108,18 @@ def adapters_table(s: dict[str, Any]) -> Table:
     return t
 
 
+def quality_table(s: dict[str, Any]) -> Table:
+    """KL to the reference, prompt relevance and quality guards per evaluation (as `apl stats`)."""
+    from apl_tui.eval_report import QUALITY_COLUMNS, quality_rows
+
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in QUALITY_COLUMNS:
+        t.add_column(col)
+    for row in quality_rows(s["evals"]):
+        t.add_row(*(Text(c) for c in row))
+    return t
+
+
 class StatsScreen(Screen[None]):
     """Read on open (and on r) from the live store; escape or g goes back."""
 
@@ -129,6 +141,8 @@ class StatsScreen(Screen[None]):
             yield Static("adapters", classes="stats-heading")
             yield Static(id="stats-adapters")
             yield Static(id="stats-winrates")
+            yield Static("quality of evaluated completions (KL, PMI, guards)", classes="stats-heading")
+            yield Static(id="stats-quality")
             for column, label in SERIES:
                 yield Static(label, classes="stats-heading", id=f"title-{_css_id(column)}")
                 yield Sparkline([], id=f"spark-{_css_id(column)}", summary_function=max)
@@ -149,6 +163,8 @@ class StatsScreen(Screen[None]):
         self.query_one("#stats-winrates", Static).update(win_rate_lines(s))
         adapters = self.query_one("#stats-adapters", Static)
         adapters.update(adapters_table(s) if s["adapters"] else "no adapter trained yet")
+        self.query_one("#stats-quality", Static).update(
+            quality_table(s) if s["evals"] else "no evaluations yet (apl eval, apl label --eval)")
         for column, label in SERIES:
             series = metric_series(cur, column)
             last = f"last {series[-1]:.3f}, {len(series)} steps" if series else "no training steps yet"
