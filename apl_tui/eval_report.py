@@ -15,8 +15,9 @@ DASH = "–"
 GUARD_PROMPTS = 50
 """Test prompts `apl eval` measures KL and PMI on by default (they cost extra passes; 0 turns them off)."""
 
-QUALITY_COLUMNS = ("adapter", "judge", "KL (nats)", "PMI", "OOV", "distinct-2", "repeats", "on topic", "top word")
-"""Headers of the quality table; a reference row comes first for each set of test prompts."""
+QUALITY_COLUMNS = ("adapter", "judge", "KL ± se", "PMI", "OOV", "dist-2", "rep", "on topic", "top word")
+"""Headers of the quality table (KL in nats; rep = repeated bigrams within a completion); a reference
+row comes first for each set of test prompts. Short, so the table fits 100 columns."""
 
 
 def _num(x: Any, fmt: str = ".2f") -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -264,8 +265,8 @@ def stats(
             from apl_tui.eval_report import QUALITY_COLUMNS, quality_rows
 
             # Kept apart from the rounds table so each fits 100 columns; "–" where not measured.
-            q = Table(*QUALITY_COLUMNS, title="quality of the evaluated completions (reference's once per test set)",
-                      padding=(0, 1))
+            q = Table(*QUALITY_COLUMNS, title="KL to the reference (nats), prompt relevance and quality guards",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
             for row in quality_rows(s["evals"]):
                 q.add_row(*(Text(c) for c in row))  # oracle names and words are data, not markup
             out.print(q)

@@ -187,7 +187,7 @@ def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
           = EVAL_PROMPTS,
           guard_prompts: Annotated[int, typer.Option(
               "--guard-prompts", help=f"measure KL to the reference and PMI on the first N of them (default "
-              f"{GUARD_PROMPTS}; 0 = off): one sampling and four forward passes per prompt")] = GUARD_PROMPTS,
+              f"{GUARD_PROMPTS}; 0 = off): one sample and six forward passes per prompt")] = GUARD_PROMPTS,
           model: ModelOpt = None, device: DeviceOpt = None) -> None:
     """Win-rate of adapters vs the reference on the test split, with KL and quality guards beside it.
 
