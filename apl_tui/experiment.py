@@ -29,7 +29,12 @@ from apl_tui.events import ProgressSink, ignore
 logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("method", "seed", "labels", "adapter_version", "win_rate", "stderr", "n", "wins", "losses", "ties",
-               "seconds", "acquisition_s", "train_s", "eval_s")
+               "seconds", "acquisition_s", "train_s", "eval_s", "kl", "kl_se", "pmi", "pmi_ref", "g_oov",
+               "g_distinct2", "g_repetition", "g_on_topic", "g_top_word", "g_top_word_share")
+# On-policy points carry `apl eval`'s measures under the shared-pool CSV's names (g_* = the guards).
+_POINT_MEASURES = {"kl": "kl", "kl_se": "kl_se", "pmi": "pmi", "pmi_ref": "pmi_ref", "g_oov": "oov",
+                   "g_distinct2": "distinct2", "g_repetition": "repetition", "g_on_topic": "on_topic",
+                   "g_top_word": "top_word", "g_top_word_share": "top_word_share"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class ExperimentConfig:
     mode: str = "on-policy"
     pool_prompts: int = 96  # shared-pool: train prompts in each seed's pool
     pool_completions: int = 2  # shared-pool: reference completions per pool prompt
-    guard_prompts: int = 100  # shared-pool: test prompts for the KL and PMI estimates
+    guard_prompts: int = 100  # test prompts for the KL and PMI estimates (both modes)
     eval_batch_size: int = 50  # shared-pool: prompts per generation batch in evaluation
     base: AplConfig = field(default_factory=AplConfig)
     folder: Path = Path(".")
@@ -180,8 +185,8 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
                     row = {"adapter_version": 0, "win_rate": None, "stderr": None, "n": 0, "wins": 0,
                            "losses": 0, "ties": 0}
                 else:
-                    row = evaluate(engine, oracle, prompts=exp.test_prompts, sink=sink, cancel=cancel, seed=0,
-                                   ref_cache=ref_cache)
+                    row = evaluate(engine, oracle, prompts=exp.test_prompts, guard_prompts=exp.guard_prompts,
+                                   sink=sink, cancel=cancel, seed=0, ref_cache=ref_cache)
                 _write_json(ref_path, ref_cache)
                 now = time.perf_counter()
                 timings = engine.learner.timings
@@ -193,7 +198,8 @@ def run_experiment(exp: ExperimentConfig, *, output: Path | None = None, sink: P
                          "seconds": round(spent["seconds"] + now - t0, 1),
                          "acquisition_s": round(spent["acquisition_s"] + acq_s, 1),
                          "train_s": round(spent["train_s"] + timings["train"] - before["train"], 1),
-                         "eval_s": round(spent["eval_s"] + now - t_eval, 1)}
+                         "eval_s": round(spent["eval_s"] + now - t_eval, 1),
+                         **{k: row.get(col) for k, col in _POINT_MEASURES.items()}}
                 points.append(point)
                 spent = point
                 _write_json(run_dir / "points.json", points)

@@ -207,3 +207,35 @@ def test_an_old_store_migrates_with_null_measures_and_stats_still_renders(tmp_pa
     assert "0.700 ± 0.145 (vader, n=10)" in r.stdout
     quality = [line.split() for line in r.stdout.splitlines() if line.strip().startswith("v1 ")]
     assert quality[-1] == ["v1", "vader"] + ["–"] * 7  # every measure reads "–"
+
+
+async def test_the_stats_screen_shows_the_measures_and_dashes_for_old_rows(tmp_path):
+    from rich.console import Console
+
+    from apl_tui.desk import LabelDesk
+    from apl_tui.tui.app import LabelApp
+    from tests.test_tui import WIDE, make_store
+
+    store = make_store(tmp_path / "s")
+    for v in (1, 2):
+        store.add_adapter(version=v, parent=v - 1 or None, labels_used=16 * v, label_hash="h", regime="reset",
+                          path=f"adapters/v{v}", config={}, metrics={}, manifest={}, steps=[])
+    base = {"oracle": "imdb-task", "settings_hash": "h", "n": 32, "wins": 20, "losses": 12, "ties": 0,
+            "unparseable": 0, "win_rate": 0.625, "stderr": 0.086}
+    store.add_eval(base | {"adapter_version": 1})  # an evaluation without measures (as before migration 9)
+    store.add_eval(base | {"adapter_version": 2, "guard_prompts": 32, "kl": 4.21, "kl_se": 0.35, "pmi": 0.84,
+                           "pmi_ref": 1.1, "oov": 0.081, "oov_ref": 0.032, "distinct2": 0.71, "distinct2_ref": 0.85,
+                           "repetition": 0.031, "repetition_ref": 0.02, "on_topic": 0.12, "on_topic_ref": 0.3,
+                           "top_word": "masterpiece", "top_word_share": 0.56, "top_word_ref": "film",
+                           "top_word_share_ref": 0.2})
+    app = LabelApp(LabelDesk(store))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("g")
+        table = app.screen.query_one("#stats-quality").content
+        console = Console(width=100, record=True)
+        console.print(table)
+        rows = [line.split() for line in console.export_text().splitlines()[1:]]
+    assert rows == [["v1", "imdb-task"] + ["–"] * 7,
+                    ["ref", "n=32", "–", "0", "1.10", "3%", "0.85", "2%", "30%", "film", "20%"],
+                    ["v2", "imdb-task", "4.21±0.35", "0.84", "8%", "0.71", "3%", "12%", "masterpiece", "56%"]]
+    store.close()

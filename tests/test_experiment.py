@@ -65,6 +65,9 @@ def test_experiment_writes_csv_and_resumes(tmp_path, model_cache, tiny_model, mo
     # (n = 0) and an undecided evaluation has no win-rate.
     assert all(int(x["n"]) in (0, 4) and (x["win_rate"] == "" or 0 <= float(x["win_rate"]) <= 1) for x in rows)
     assert "labels to match random" in r.stdout
+    # apl eval's measures ride along: KL and guards wherever an adapter was evaluated.
+    assert any(int(x["n"]) > 0 for x in rows)
+    assert all((x["kl"] != "" and x["g_distinct2"] != "") == (int(x["n"]) > 0) for x in rows)
     # A second run finds every point done and changes nothing.
     before = (tmp_path / "out" / "results.csv").read_text()
     r2 = runner.invoke(app, ["experiment", "--config", str(cfg), "--output", str(tmp_path / "out")])
