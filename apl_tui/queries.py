@@ -67,10 +67,13 @@ def stats(con: Any) -> dict[str, Any]:
             "version IN (SELECT version FROM adapter_retirements) FROM adapters ORDER BY version").fetchall()]
     cols = ("adapter_version", "oracle", "settings_hash", "n", "win_rate", "stderr", "created_at",
             *(name for name, _ in EVAL_MEASURES))
+    # A snapshot written by an app older than migration 9 has no measure columns: read them as NULL.
+    present = {d[0] for d in con.execute("SELECT * FROM evals LIMIT 0").description}
+    select = ", ".join(c if c in present else f"NULL AS {c}" for c in cols)
     out["evals"] = [
         dict(zip(cols, r))
         for r in con.execute(
-            f"SELECT {', '.join(cols)} FROM evals "
+            f"SELECT {select} FROM evals "
             "QUALIFY row_number() OVER (PARTITION BY adapter_version, oracle, settings_hash "
             "ORDER BY created_at DESC) = 1 ORDER BY adapter_version, oracle").fetchall()]
     return out

@@ -194,6 +194,10 @@ def test_an_old_store_migrates_with_null_measures_and_stats_still_renders(tmp_pa
         "stderr) VALUES (1, 'vader', 'h', 10, 7, 3, 0, 0, 0.7, 0.145)")
     old.cursor().execute("INSERT INTO eval_items (adapter_version, oracle, settings_hash, idx, prompt_id, result) "
                          "VALUES (1, 'vader', 'h', 0, 1, 'win')")
+    from apl_tui.queries import stats
+
+    # What a snapshot written by an older app reads like: no measure columns, so NULL.
+    assert [(e["win_rate"], e["kl"], e["top_word"]) for e in stats(old.cursor())["evals"]] == [(0.7, None, None)]
     old.close()
     monkeypatch.undo()
     store = Store(tmp_path)
