@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import threading
@@ -20,6 +21,8 @@ from apl_tui.errors import AplError, check_cancel
 from apl_tui.eval_items import EvalItem
 from apl_tui.eval_report import GUARD_PROMPTS
 from apl_tui.events import EvalFinished, ProgressSink, StepProgressed, ignore
+
+logger = logging.getLogger(__name__)
 
 
 def verdict_outcome(shown: Any, verdict: Any) -> str:
@@ -109,9 +112,9 @@ def evaluate(engine: Engine, oracle: Any, *, adapter_version: int | None = None,
     and prompt relevance (PMI) on the first `guard_prompts` test prompts, and the quality guards on
     every completion. Per-prompt results and measures are saved chunk by chunk, so a rerun
     continues; a finished evaluation without the measures (older rows) gets them on a rerun
-    without judging again. `ref_cache` (key → text) shares the reference's completions between
-    evaluations with the same settings: the reference model never changes, so they are generated
-    once for a whole experiment.
+    without judging again. `ref_cache` (key → text, and "key:eos" → "1"/"0" for PMI) shares the
+    reference's completions between evaluations with the same settings: the reference model never
+    changes, so they are generated once for a whole experiment.
     """
     from apl_tui.evaluation import adapter_measures
 
@@ -212,6 +215,9 @@ def _run_chunks(engine: Engine, oracle: Any, version: int, path: str, tests: lis
                 items = []
                 for k, (i, prompt, (mt, _), (rt, _), flip) in enumerate(zip(idx, chunk, mine, ref, flips)):
                     if i in done:  # judged before (only the measures were missing): keep its verdict and texts
+                        if (mt, rt) != (done[i].policy_text, done[i].reference_text):
+                            logger.warning("evaluation item %d came out differently this time (another library "
+                                           "version?): its KL and PMI describe the new completions", i)
                         result, mt, rt = done[i].result, done[i].policy_text, done[i].reference_text
                     else:
                         v = oracle.judge(prompt, rt, mt) if flip else oracle.judge(prompt, mt, rt)
