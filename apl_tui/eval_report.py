@@ -37,26 +37,30 @@ def has_measures(row: Mapping[str, Any]) -> bool:
     return row.get("guard_prompts") is not None
 
 
-def measures_line(row: Mapping[str, Any]) -> str:
-    """The measures of one `evals` row in one line, the reference's value in brackets.
+def measures_lines(row: Mapping[str, Any]) -> list[str]:
+    """The measures of one `evals` row in a few short lines (≤ 100 columns), the reference's in brackets.
 
-    >>> measures_line({"guard_prompts": 2, "kl": 0.5, "kl_se": 0.1, "pmi": 1.0, "pmi_ref": 2.0, "oov": 0.1,
-    ...                "oov_ref": 0.05, "distinct2": 0.9, "distinct2_ref": 0.95, "repetition": 0.0,
-    ...                "on_topic": 0.5, "on_topic_ref": 1.0, "top_word": "film", "top_word_share": 0.5})
-    'KL 0.50 ± 0.10 nats, PMI 1.00 (ref 2.00) on 2 prompts; OOV 10% (ref 5%), distinct-2 0.90 (ref 0.95), repeats 0%, on topic 50% (ref 100%), top word film 50%'
+    >>> measures_lines({"guard_prompts": 2, "kl": 0.5, "kl_se": 0.1, "pmi": 1.0, "pmi_ref": 2.0, "oov": 0.1,
+    ...                 "oov_ref": 0.05, "distinct2": 0.9, "distinct2_ref": 0.95, "repetition": 0.0,
+    ...                 "repetition_ref": 0.1, "on_topic": 0.5, "on_topic_ref": 1.0, "top_word": "film",
+    ...                 "top_word_share": 0.5, "top_word_ref": "story", "top_word_share_ref": 1.0})
+    ['KL 0.50 ± 0.10 nats, PMI 1.00 (ref 2.00) on the first 2 prompts', 'OOV 10% (ref 5%), distinct-2 0.90 (ref 0.95), repeats 0% (ref 10%), on topic 50% (ref 100%)', 'top word film 50% (ref story 100%)']
     """
     if not has_measures(row):
-        return "no KL or quality measures (evaluated before they were recorded, or by a person)"
+        return ["no KL or quality measures (evaluated before they were recorded, or by a person)"]
     g = int(row["guard_prompts"])
     if g and row.get("kl") is not None:
         head = (f"KL {_num(row['kl'])} ± {_num(row.get('kl_se'))} nats, PMI {_num(row.get('pmi'))} "
-                f"(ref {_num(row.get('pmi_ref'))}) on {g} prompt{'' if g == 1 else 's'}")
+                f"(ref {_num(row.get('pmi_ref'))}) on the first {g} prompt{'' if g == 1 else 's'}")
     else:
         head = "KL and PMI off (--guard-prompts 0)"
-    return (f"{head}; OOV {_pct(row.get('oov'))} (ref {_pct(row.get('oov_ref'))}), "
-            f"distinct-2 {_num(row.get('distinct2'))} (ref {_num(row.get('distinct2_ref'))}), "
-            f"repeats {_pct(row.get('repetition'))}, on topic {_pct(row.get('on_topic'))} "
-            f"(ref {_pct(row.get('on_topic_ref'))}), top word {_top(row.get('top_word'), row.get('top_word_share'))}")
+    guards = (f"OOV {_pct(row.get('oov'))} (ref {_pct(row.get('oov_ref'))}), "
+              f"distinct-2 {_num(row.get('distinct2'))} (ref {_num(row.get('distinct2_ref'))}), "
+              f"repeats {_pct(row.get('repetition'))} (ref {_pct(row.get('repetition_ref'))}), "
+              f"on topic {_pct(row.get('on_topic'))} (ref {_pct(row.get('on_topic_ref'))})")
+    top = (f"top word {_top(row.get('top_word'), row.get('top_word_share'))} "
+           f"(ref {_top(row.get('top_word_ref'), row.get('top_word_share_ref'))})")
+    return [head, guards, top]
 
 
 def quality_rows(evals: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:

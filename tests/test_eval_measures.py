@@ -157,7 +157,8 @@ def test_cli_eval_prints_and_stores_the_measures_and_stats_shows_them(tmp_path, 
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0].startswith("adapter v1: win-rate") and "n=6" in lines[0]
-    assert lines[1].startswith("  KL 0.00 ± 0.00 nats, PMI ") and "on 4 prompts; OOV " in lines[1]
+    assert lines[1].startswith("  KL 0.00 ± 0.00 nats, PMI ") and lines[1].endswith("on the first 4 prompts")
+    assert lines[2].startswith("  OOV ") and lines[3].startswith("  top word ") and len(lines) == 4
     con = duckdb.connect(str(tmp_path / "s" / "apl.duckdb"), read_only=True)
     row = con.execute("SELECT guard_prompts, kl, pmi, pmi_ref, oov, distinct2, repetition, on_topic, top_word_share "
                       "FROM evals").fetchall()

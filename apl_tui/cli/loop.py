@@ -195,7 +195,7 @@ def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
     finished evaluation is cached per adapter, oracle and settings.
     """
     from apl_tui.batch import evaluate
-    from apl_tui.eval_report import measures_line
+    from apl_tui.eval_report import measures_lines
     from apl_tui.oracles import build_oracle
 
     if prompts < 0:
@@ -212,7 +212,9 @@ def eval_(oracle: OracleOpt = "imdb-task", store: StoreOpt = DEFAULT_STORE,
         row = _heavy(lambda sink, cancel, v=v: evaluate(engine, judge, adapter_version=v, prompts=prompts or None,
                                                         guard_prompts=guard_prompts, sink=sink, cancel=cancel))
         rate = "–" if row["win_rate"] is None else f"{row['win_rate']:.3f} ± {row['stderr']:.3f}"
+        # soft_wrap: data on stdout is not cut into 80-column lines when piped.
         out.print(f"adapter v{v}: win-rate {rate} vs reference ({row['wins']} wins, {row['losses']} losses, "
                   f"{row['ties']} ties, n={row['n']}, {judge.name}){' [cached]' if row.get('cached') else ''}",
-                  highlight=False)
-        out.print(f"  {measures_line(row)}", highlight=False)
+                  highlight=False, soft_wrap=True)
+        for line in measures_lines(row):
+            out.print(f"  {line}", highlight=False, soft_wrap=True)
