@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 APL=${APL:-apl}
 out=results/train-sweep
-settings=("0.1 2e-3 4" "0.1 1e-3 4" "0.1 5e-4 4" "0.1 2e-4 4" "0.3 1e-3 4" "0.1 1e-3 2")
+settings=("0.1 2e-3 4" "0.1 1e-3 4" "0.1 5e-4 4" "0.3 1e-3 4" "0.1 1e-3 2")
 run() {
   local jobs=${2:-1}
   set -- $1
