@@ -15,7 +15,7 @@ from apl_tui.errors import AplError, Cancelled
 @app.command()
 @friendly
 def experiment(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiment file, e.g. examples/experiment-shared.toml")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiment file, e.g. examples/experiment-powered.toml")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="folder (default: the file's [experiment] output)")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="only re-render the outputs of the finished runs in this folder")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="seeds in parallel processes, one torch thread each (shared-pool mode)")] = 1,
@@ -26,7 +26,7 @@ def experiment(
         _report(report, config)
         return
     if config is None:
-        raise AplError("apl experiment needs --config FILE (or --report DIR)", hint="e.g. --config examples/experiment-shared.toml")
+        raise AplError("apl experiment needs --config FILE (or --report DIR)", hint="e.g. --config examples/experiment-powered.toml")
     from apl_tui.experiment import ExperimentConfig
 
     exp = ExperimentConfig.load(config, sets or ())
