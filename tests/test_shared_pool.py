@@ -172,7 +172,7 @@ def test_set_overrides_the_file_and_a_folder_refuses_other_settings(finished, mo
     monkeypatch.setenv("APL_CACHE_DIR", str(model_cache))
     stamps = {p: p.stat().st_mtime_ns for p in (one / "shared").rglob("points/*.json")}
     r = CliRunner().invoke(app, ["experiment", "--config", str(cfg), "--output", str(one),
-                                 "--set", "train.learning_rate=1e-3"])
+                                 "--set", "train.learning_rate=5e-3"])  # not the file's (default) 1e-3
     assert r.exit_code == 1 and "other settings (train.learning_rate)" in r.stderr.replace("\n", " ")
     assert "Traceback" not in r.output
     assert {p: p.stat().st_mtime_ns for p in (one / "shared").rglob("points/*.json")} == stamps
