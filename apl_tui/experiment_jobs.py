@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from apl_tui.atomic import atomic_file
 from apl_tui.errors import Cancelled, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def _check_settings(exp: Any, out: Path) -> None:
             raise ConfigError(f"{out} holds a run with other settings ({', '.join(changed[:3])})",
                               hint="use another --output, or the settings it was run with")
         return
-    path.write_text(json.dumps(mine, indent=1))
+    with atomic_file(path) as tmp:  # a half-written settings.json would refuse every resume
+        tmp.write_text(json.dumps(mine, indent=1))
 
 
 def run_shared(exp: Any, out: Path, *, jobs: int = 1, log: Any = logger.info,

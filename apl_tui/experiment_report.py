@@ -209,14 +209,32 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.fmean(vals) if vals else float("nan")
 
 
-def plots(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
-    """curves.png, paired.png and reward_kl.png; [] when matplotlib is missing."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Lay out, write and close one figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plots(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
+    """curves.png, paired.png and reward_kl.png; [] when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return []
     made = []
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -228,10 +246,7 @@ def plots(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
     ax.set(xlabel="labels", ylabel="soft win-rate vs reference (judge)")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "curves.png")
-    plt.close(fig)
-    made.append(folder / "curves.png")
+    made.append(save(fig, folder / "curves.png"))
     table = paired_table(rows)
     if table:
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
@@ -247,10 +262,7 @@ def plots(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
         ax.set_ylabel(f"win-rate − random at {table[0]['labels']} labels")
         ax.set_title("paired difference to random over seeds, 95 % t interval", fontsize=8)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "paired.png")
-        plt.close(fig)
-        made.append(folder / "paired.png")
+        made.append(save(fig, folder / "paired.png"))
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for arm in sorted({r["method"] for r in rows}):
         sel = [r for r in rows if r["method"] == arm and r.get("kl") is not None and r.get("win_rate") is not None]
@@ -258,10 +270,7 @@ def plots(rows: list[dict[str, Any]], folder: Path, title: str) -> list[Path]:
     ax.set(xlabel="KL(π_θ ‖ π_ref) per completion (nats)", ylabel="soft win-rate vs reference (judge)")
     ax.set_title("reward–KL: one dot per adapter", fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "reward_kl.png")
-    plt.close(fig)
-    made.append(folder / "reward_kl.png")
+    made.append(save(fig, folder / "reward_kl.png"))
     return made
 
 

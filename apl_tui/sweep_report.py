@@ -36,13 +36,9 @@ def varying(settings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return [k for k in keys if len({value(one, k) for one in settings.values()}) > 1]
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0)
-
-
 def summarise(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(varying setting names, one row per run × label count × arm) over every run under `folder`."""
+    from apl_tui.evaluation import mean_se
     from apl_tui.experiment_report import load_points
 
     runs = run_folders(folder)
@@ -56,8 +52,8 @@ def summarise(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
         for arm in sorted({p["method"] for p in points}):
             for labels in sorted({p["labels"] for p in points if p["method"] == arm}):
                 sel = [p for p in points if p["method"] == arm and p["labels"] == labels]
-                win, win_se = _mean_se([p["win_rate"] for p in sel])
-                kl, kl_se = _mean_se([p["kl"] for p in sel])
+                win, win_se = mean_se([p["win_rate"] for p in sel])
+                kl, kl_se = mean_se([p["kl"] for p in sel])
                 rows.append({"run": d.name, "setting": {n: settings[d.name][n.split(".")[0]][n.split(".", 1)[1]]
                                                         for n in names},
                              "arm": arm, "labels": labels, "seeds": len(sel), "win_rate": win, "win_se": win_se,
@@ -82,12 +78,10 @@ def markdown(names: list[str], rows: list[dict[str, Any]]) -> str:
 
 def plot(names: list[str], rows: list[dict[str, Any]], path: Path) -> bool:
     """sweep.png: judge win-rate against KL, one marker per run and label count; False without matplotlib."""
-    try:
-        import matplotlib
+    from apl_tui.experiment_report import pyplot, save
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
     for run in dict.fromkeys(r["run"] for r in rows):
@@ -101,9 +95,7 @@ def plot(names: list[str], rows: list[dict[str, Any]], path: Path) -> bool:
     ax.set(xlabel="KL to the reference (nats per completion)", ylabel="soft win-rate vs reference (judge)")
     ax.set_title("training settings: reward–KL (numbers: labels; bars: s.e. over seeds)", fontsize=8)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 

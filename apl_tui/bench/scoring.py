@@ -125,6 +125,21 @@ def _time_unshared(policy: Policy, fn: Any) -> Any:
     return go
 
 
+def _contenders(policy: Policy, cands: list[dict[str, Any]], prompt_ids: Any, a_ids: Any, b_ids: Any,
+                batch_size: int, results: dict[str, Any]) -> dict[str, Any]:
+    """The three timed ways to score the same pairs; each stores its scores in `results`."""
+    def ours() -> None:
+        results["ours"] = pair_logps(policy, cands, adapter=True, batch_size=batch_size)
+
+    def unshared() -> None:
+        results["unshared"] = pair_logps(policy, cands, adapter=True, batch_size=batch_size)
+
+    def naive() -> None:
+        results["naive"] = naive_pool_scores(policy, prompt_ids, a_ids, b_ids)
+
+    return {"ours": ours, "unshared": _time_unshared(policy, unshared), "naive": naive}
+
+
 def _flat(scores: Sequence[tuple[float, float]]) -> list[float]:
     return [a for a, _ in scores] + [b for _, b in scores]
 
@@ -148,14 +163,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
 
-    def ours() -> None:
-        results["ours"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
-
-    def unshared() -> None:
-        results["unshared"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
-
-    def naive() -> None:
-        results["naive"] = naive_pool_scores(policy, prompt_ids, a_ids, b_ids)
+    contenders = _contenders(policy, cands, prompt_ids, a_ids, b_ids, sizes.batch_size, results)
 
     def batched() -> None:
         results["batched"] = batched_full_vocab_logps(policy, prompt_ids * 2, a_ids + b_ids,
@@ -164,8 +172,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     ctx.log(f"scoring: {len(pairs)} pairs, ours vs unshared vs naive vs batched full-vocabulary (+ matmul peak), "
             f"{sizes.repeats} repeats")
     cpu: dict[str, list[float]] = {}
-    times = interleave({"ours": ours, "unshared": _time_unshared(policy, unshared), "naive": naive,
-                        "batched": batched, "peak": probe}, warmup=sizes.warmup,
+    times = interleave({**contenders, "batched": batched, "peak": probe}, warmup=sizes.warmup,
                        repeats=sizes.repeats, sync=synchronizer(ctx.device), cpu=cpu)
     t = {name: Stat.of(v) for name, v in times.items()}
     c = {name: Stat.of(v) for name, v in cpu.items()}
@@ -231,18 +238,11 @@ def _groups(ctx: BenchContext) -> dict[str, Any]:
     b_ids = policy.encode_completions([c["completion_b"] for c in cands])
     results: dict[str, Any] = {}
 
-    def ours() -> None:
-        results["ours"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
-
-    def unshared() -> None:
-        results["unshared"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
-
-    def naive() -> None:
-        results["naive"] = naive_pool_scores(policy, prompt_ids, a_ids, b_ids)
+    contenders = _contenders(policy, cands, prompt_ids, a_ids, b_ids, sizes.batch_size, results)
 
     ctx.log(f"scoring groups: {n_groups} prompts × {GROUP_SIZE} completions ({len(cands)} pairs), "
             "ours vs unshared vs naive")
-    times = interleave({"ours": ours, "unshared": _time_unshared(policy, unshared), "naive": naive},
+    times = interleave(contenders,
                        warmup=sizes.warmup, repeats=sizes.repeats, sync=synchronizer(ctx.device))
     t = {name: Stat.of(v) for name, v in times.items()}
     ours_flat = _flat(results["ours"])
