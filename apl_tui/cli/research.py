@@ -56,8 +56,10 @@ def experiment(
 
 def _report(folder: Path, config: Path | None) -> None:
     """Re-render a finished (or partly finished) run's outputs from its files."""
-    if folder.is_dir() and not (folder / "shared").is_dir() and any(folder.glob("*/settings.json")):
-        from apl_tui.sweep_report import render as render_sweep
+    from apl_tui.sweep_report import render as render_sweep
+    from apl_tui.sweep_report import run_folders
+
+    if folder.is_dir() and not (folder / "shared").is_dir() and run_folders(folder):
 
         out.print(render_sweep(folder), soft_wrap=True)
         err.print(f"outputs in {folder}: sweep.md, sweep.png (one row per run folder × label count)")
