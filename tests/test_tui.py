@@ -239,3 +239,29 @@ async def test_status_line_counts_labels(store: Store) -> None:
         status = text(app, "#status")
         assert "3 labels / 3 now" in status and "pool 9" in status
         assert "scored by base" in status
+
+
+async def test_next_pair_repaints_the_texts_not_the_panes(store: Store) -> None:
+    # Re-setting an unchanged border title repaints the whole pane: on every key that doubled the frame.
+    app = new_app(store)
+    async with app.run_test(size=WIDE) as pilot:
+        repainted: list[str] = []
+        for selector in ("#prompt-box", "#left-pane", "#right-pane"):
+            pane = app.screen.query_one(selector)
+            pane.refresh = (lambda refresh, name: lambda *a, **k: (repainted.append(name), refresh(*a, **k))[1])(
+                pane.refresh, selector)
+        await pilot.press("1", "2")
+        assert repainted == []
+        await pilot.press("d")
+        assert app.screen.query_one("#left-pane").border_subtitle == "diff on"
+        assert {"#left-pane", "#right-pane"} <= set(repainted)
+
+
+async def test_a_new_pair_starts_at_the_top(store: Store) -> None:
+    app = new_app(store)
+    async with app.run_test(size=NARROW) as pilot:
+        await pilot.press("j", "j")
+        assert max(app.screen.query_one(s).scroll_y for s in ("#left-pane", "#right-pane")) > 0
+        await pilot.press("1")
+        await pilot.pause()
+        assert [app.screen.query_one(s).scroll_y for s in ("#left-pane", "#right-pane")] == [0, 0]

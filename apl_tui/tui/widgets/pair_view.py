@@ -47,6 +47,8 @@ class PairView(Vertical):
         super().__init__(id=id)
         self.shown: ShownPair | None = None
         """The pair on screen, or None while waiting for the pool."""
+        self._drawn: dict[tuple[str, str], object] = {}
+        """What was last put into each (widget id, part): unchanged parts are not set again."""
 
     def compose(self) -> ComposeResult:
         with _Pane(id="prompt-box"):
@@ -68,15 +70,28 @@ class PairView(Vertical):
         """Put a pair on screen (scrolled to the top), or the waiting message when None."""
         self.shown = shown
         self.set_class(shown is None, "-waiting")
-        self.query_one("#waiting", Static).update(waiting)
+        self._set("waiting", "text", waiting)
         messages = decode_messages(shown.prompt) if shown else None
         prompt = conversation_text(messages) if messages else Text(shown.prompt if shown else "")
         self.query_one("#prompt-text", Static).update(prompt)
-        self.query_one("#prompt-box").border_title = (
-            f"conversation ({len(messages)} turn{'s' if len(messages) > 1 else ''})" if messages else "prompt")
+        self._set("prompt-box", "border_title",
+                  f"conversation ({len(messages)} turn{'s' if len(messages) > 1 else ''})" if messages else "prompt")
         self._render_completions()
         for pane in self.query(_Pane):
-            pane.scroll_home(animate=False)
+            if pane.scroll_offset.y:
+                pane.scroll_home(animate=False)
+
+    def _set(self, widget_id: str, part: str, value: str) -> None:
+        # Setting a border title or a text repaints the whole widget even when nothing changed; on
+        # a key press that would repaint both completion panes in full instead of their text.
+        if self._drawn.get((widget_id, part)) == value:
+            return
+        self._drawn[(widget_id, part)] = value
+        widget = self.query_one(f"#{widget_id}")
+        if part == "text":
+            widget.update(value)  # type: ignore[attr-defined]
+        else:
+            setattr(widget, part, value)
 
     def watch_diff(self) -> None:
         self._render_completions()
@@ -92,8 +107,8 @@ class PairView(Vertical):
         self.query_one("#left-text", Static).update(lt)
         self.query_one("#right-text", Static).update(rt)
         subtitle = "diff on" if self.diff else ""
-        self.query_one("#left-pane").border_subtitle = subtitle
-        self.query_one("#right-pane").border_subtitle = subtitle
+        self._set("left-pane", "border_subtitle", subtitle)
+        self._set("right-pane", "border_subtitle", subtitle)
 
     def scroll_both(self, lines: int) -> None:
         """Scroll the two completions together by `lines` (negative: up)."""
