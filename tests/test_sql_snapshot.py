@@ -240,3 +240,26 @@ def test_a_failed_write_finishes_its_ticket_and_leaves_the_snapshot_stale(
     writer.flush()  # still marked stale after the failure: the final flush writes it
     assert writer.writes == 1
     store.close()
+
+
+async def test_without_an_app_writer_the_screen_writes_the_snapshot_itself(tmp_path: Path) -> None:
+    """Standalone (no `snapshots` on the app): the old synchronous write, then queries read it."""
+    from textual.app import App
+
+    store = labelled_store(tmp_path / "s")
+    store.record_label(store.candidates()[0]["id"], "a", source="human", shown_left="a")
+
+    class Bare(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(SqlScreen(store))
+
+    app = Bare()
+    async with app.run_test(size=NARROW) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SqlScreen))
+        assert "read-only" in text(app, "#sql-message")  # type: ignore[arg-type]
+        app.screen.query_one(Input).value = COUNT
+        await pilot.press("enter")
+        table = app.screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        assert str(table.get_cell_at((0, 0))) == "1"
+    store.close()
