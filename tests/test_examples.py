@@ -75,3 +75,19 @@ def test_build_script_reproduces_the_imdb_files(tmp_path: Path) -> None:
     module.main(["--out", str(tmp_path)])
     for name in ("imdb/train.jsonl", "imdb/test.jsonl"):
         assert (tmp_path / name).read_bytes() == (EXAMPLES / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("experiment-*.toml")), ids=lambda p: p.name)
+def test_experiment_configs_load_and_shared_pools_are_large_enough(path: Path) -> None:
+    from apl_tui.experiment import ExperimentConfig
+
+    exp = ExperimentConfig.load(path)
+    assert exp.path(exp.train_file).is_file() and exp.path(exp.test_file).is_file()
+    if exp.mode == "shared-pool":
+        # Each round looks at the next k·F_c·F_e unused prompts and labels k of them.
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        acq, k, default = raw.get("acquisition", {}), raw["loop"]["round_size"], AplConfig().acquisition
+        window = (k * acq.get("certainty_factor", default.certainty_factor)
+                  * acq.get("entropy_factor", default.entropy_factor))
+        rounds = len(exp.schedule) - 1
+        assert exp.pool_prompts >= exp.schedule[0] + (rounds - 1) * k + window
