@@ -128,22 +128,42 @@ class LabelDesk:
         """
         if not self._probe_due(source, shown_count):
             return None
+        pick = self._probe_pick(source, shown_count)
+        return None if pick is None else self._show_probe(pick, source)
+
+    def _probe_pick(self, source: str, shown_count: int, pending: int = 0) -> dict[str, Any] | None:
+        """The probe for impression `shown_count`, as if `pending` more labels were written; None if none qualifies.
+
+        Finding a target reads the whole label log, so the app does it ahead (`read_ahead`).
+        """
         loop = self.config.loop
         rng = random.Random(f"{loop.seed}:probe:{shown_count}")
         rng.random()
-        target = self.store.probe_target(source, min_age=loop.probe_min_age, seed=rng.randrange(2**31))
+        target = self.store.probe_target(source, min_age=loop.probe_min_age, seed=rng.randrange(2**31),
+                                         pending=pending)
         if target is None:
             return None
         label_id, cand, old_left = target
-        shown = self.store.probe_shown(cand, label_id)
+        shown = self.store.probe_shown(cand, label_id, pending=pending)
         if shown is None:
             return None
         left = "b" if old_left == "a" else "a"  # swapped: a consistent answer is the same a/b verdict
-        imp = self.store.record_impression(shown, left=left, control=False, source=source)
-        return shown_pair(shown, left=left, control=False, impression_id=imp)
+        return {"shown": shown, "left": left, "control": False, "impressions": shown_count, "probe_of": label_id}
+
+    def _show_probe(self, pick: dict[str, Any], source: str) -> ShownPair:
+        imp = self.store.record_impression(pick["shown"], left=pick["left"], control=False, source=source)
+        return shown_pair(pick["shown"], left=pick["left"], control=False, impression_id=imp)
+
+    def _pick_ahead(self, shown_count: int, after: ShownPair) -> dict[str, Any] | None:
+        """What the key after `after`'s label will show: a probe when its coin says so (if one qualifies), else a pair."""
+        if self._probe_due("human", shown_count):
+            probe = self._probe_pick("human", shown_count, pending=1)
+            if probe is not None:
+                return probe
+        return self._pick(shown_count, after)
 
     def _probe_due(self, source: str, shown_count: int) -> bool:
-        """Whether impression number `shown_count` flips the probe coin (a probe is never picked ahead)."""
+        """Whether impression number `shown_count` flips the probe coin."""
         loop = self.config.loop
         if source != "human" or loop.probe_share <= 0:
             return False
@@ -177,9 +197,7 @@ class LabelDesk:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apl-read-ahead")
         count = self.store.impression_count()
-        if self._probe_due("human", count):  # a probe is picked at the key (its target is a labeled pair)
-            return
-        self._ahead = (current.candidate_id, self._pool.submit(self._pick, count, current))
+        self._ahead = (current.candidate_id, self._pool.submit(self._pick_ahead, count, current))
 
     def forget_read_ahead(self) -> None:
         """Drop a pick made ahead (the queue changed: a rescore, a new adapter); `read_ahead` again after."""
@@ -206,6 +224,8 @@ class LabelDesk:
         if pick is None:
             self.record_label(shown, outcome, source=source, latency_ms=latency_ms, rationale=rationale, sink=sink)
             return self.next_pair(source)
+        if "probe_of" in pick:
+            return self._label_and_probe(shown, outcome, pick, source, latency_ms, rationale, sink)
         self._check_outcome(outcome)
         _, fresh = self.store.record_label_and_show(
             shown.candidate_id, outcome, source=source, shown_left=shown.left, latency_ms=latency_ms,
@@ -219,6 +239,16 @@ class LabelDesk:
         self.read_ahead_used += 1
         return self._on_screen(shown_pair(pick["shown"] | fresh, left=pick["left"], control=pick["control"],
                                           impression_id=fresh["impression_id"]))
+
+    def _label_and_probe(self, shown: ShownPair, outcome: str, pick: dict[str, Any], source: str,
+                         latency_ms: int | None, rationale: str | None, sink: ProgressSink) -> ShownPair | None:
+        """The label, then the probe picked ahead if it still stands (no impression since, its label still live)."""
+        self.record_label(shown, outcome, source=source, latency_ms=latency_ms, rationale=rationale, sink=sink)
+        if (source != "human" or self.store.impression_count() != pick["impressions"]
+                or not self.store.probe_still_stands(pick["probe_of"], int(pick["shown"]["candidate_id"]))):
+            return self.next_pair(source)
+        self.read_ahead_used += 1
+        return self._on_screen(self._show_probe(pick, source))
 
     def record_label(self, shown: ShownPair, outcome: str, *, source: str = "human",
                      latency_ms: int | None = None, rationale: str | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from apl_tui.counters import Event, effective_of
 from apl_tui.queue import _USABLE_SCORE
 
 _FRESHEST = ("SELECT acquisition, score, entropy, reward_a, reward_b, p_a, fallback, adapter_version, scored_at "
@@ -22,16 +23,23 @@ class ProbeMixin:
 
     cursor: Callable[[], Any]
     shown: Callable[..., dict[str, Any] | None]
+    _candidate_events: Callable[[Any, int], list[Event]]
 
-    def probe_target(self, source: str, *, min_age: int, seed: int) -> tuple[int, int, str | None] | None:
+    def probe_target(self, source: str, *, min_age: int, seed: int,
+                     pending: int = 0) -> tuple[int, int, str | None] | None:
         """A label of `source` old enough to ask again: (label id, candidate id, side it was shown left).
 
         Only verdicts (a, b, tie, both bad) of pairs never probed before qualify; "old enough"
         means at least `min_age` label events came after it. None when nothing qualifies.
+        `pending` label events not written yet count as written (a probe picked ahead, while the
+        label before it is being made). This reads the whole label log: never on a key press.
         """
         cur = self.cursor()
-        edge = cur.execute("SELECT id FROM labels WHERE outcome <> 'undo' ORDER BY id DESC LIMIT 1 OFFSET ?",
-                           [max(min_age - 1, 0)]).fetchone()
+        offset = min_age - 1 - pending
+        edge: tuple[int] | None = (2**62,)  # the pending label itself is the edge: every written label is older
+        if offset >= 0:
+            edge = cur.execute("SELECT id FROM labels WHERE outcome <> 'undo' ORDER BY id DESC LIMIT 1 OFFSET ?",
+                               [offset]).fetchone()
         if edge is None:
             return None
         row = cur.execute(
@@ -41,8 +49,16 @@ class ProbeMixin:
             "ORDER BY hash(e.id, ?) LIMIT 1", [source, edge[0], seed]).fetchone()
         return None if row is None else (int(row[0]), int(row[1]), row[2])
 
-    def probe_shown(self, candidate_id: int, probe_of: int) -> dict[str, Any] | None:
-        """A labeled candidate as `shown` gives it, with its freshest score so it reads like any pair."""
+    def probe_still_stands(self, label_id: int, candidate_id: int) -> bool:
+        """Whether a target picked ahead is still its pair's effective label (an index lookup)."""
+        live = effective_of(self._candidate_events(self.cursor(), candidate_id))
+        return live is not None and live[0] == label_id
+
+    def probe_shown(self, candidate_id: int, probe_of: int, pending: int = 0) -> dict[str, Any] | None:
+        """A labeled candidate as `shown` gives it, with its freshest score so it reads like any pair.
+
+        `pending`: label events not written yet that come after its score (see `probe_target`).
+        """
         shown = self.shown(candidate_id, rank=1)
         if shown is None:
             return None
@@ -52,7 +68,7 @@ class ProbeMixin:
             if s is not None:
                 keys = ("acquisition", "score", "entropy", "reward_a", "reward_b", "p_a", "fallback", "scored_by")
                 shown.update(zip(keys, s[:8]))
-                shown["labels_since_scored"] = cur.execute(
+                shown["labels_since_scored"] = pending + cur.execute(
                     "SELECT count(*) FROM labels WHERE outcome <> 'undo' AND created_at > ?", [s[8]]).fetchone()[0]
         shown["probe_of"] = probe_of
         return shown
