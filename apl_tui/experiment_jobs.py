@@ -132,6 +132,10 @@ def run_shared(exp: Any, out: Path, *, jobs: int = 1, log: Any = logger.info,
                     pool.terminate()
                     raise Cancelled("experiment stopped", hint="rerun the same command to continue")
             results = pending.get()
+            # Leaving the block terminates the workers; closing and joining first lets them exit on
+            # their own, so the resource tracker has no semaphore left to warn about at exit.
+            pool.close()
+            pool.join()
     progress()
     return [r for seed_rows in results for r in seed_rows]
 
