@@ -8,6 +8,8 @@ Opening `:` asks the app's `SnapshotWriter` for a write and polls; the copy itse
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +101,22 @@ async def open_sql_with_two_labels(pilot: Any, gated: GatedWrite) -> None:
     await wait_until(pilot, gated.entered[0].is_set)
 
 
-async def test_opening_sql_writes_on_the_writers_thread_and_answers_meanwhile(
-        tmp_path: Path, gated: GatedWrite) -> None:
+@asynccontextmanager
+async def sql_opened_while_writing(tmp_path: Path, gated: GatedWrite) -> AsyncIterator[tuple[LabelApp, Any]]:
+    """(app, pilot): two labels, then `:` with its snapshot write held at the gate; the store closes after."""
     store = labelled_store(tmp_path / "s")
     app = new_app(store)
-    async with app.run_test(size=NARROW) as pilot:
-        await open_sql_with_two_labels(pilot, gated)
+    try:
+        async with app.run_test(size=NARROW) as pilot:
+            await open_sql_with_two_labels(pilot, gated)
+            yield app, pilot
+    finally:
+        store.close()
+
+
+async def test_opening_sql_writes_on_the_writers_thread_and_answers_meanwhile(
+        tmp_path: Path, gated: GatedWrite) -> None:
+    async with sql_opened_while_writing(tmp_path, gated) as (app, pilot):
         # The write is still held, yet the screen is up, says what it waits for, and takes keys.
         assert isinstance(app.screen, SqlScreen)
         assert text(app, "#sql-message").startswith("writing a fresh snapshot")
@@ -115,15 +127,11 @@ async def test_opening_sql_writes_on_the_writers_thread_and_answers_meanwhile(
         await wait_until(pilot, lambda: "read-only" in text(app, "#sql-message"))
         assert gated.threads == ["apl-snapshot"]  # one write, on the writer's thread
         assert app.snapshots.writes == 1
-    store.close()
 
 
 async def test_query_submitted_before_the_write_lands_sees_the_labels_before_colon(
         tmp_path: Path, gated: GatedWrite) -> None:
-    store = labelled_store(tmp_path / "s")
-    app = new_app(store)
-    async with app.run_test(size=NARROW) as pilot:
-        await open_sql_with_two_labels(pilot, gated)
+    async with sql_opened_while_writing(tmp_path, gated) as (app, pilot):
         app.screen.query_one(Input).value = COUNT
         await pilot.press("enter")
         table = app.screen.query_one(DataTable)
@@ -133,16 +141,12 @@ async def test_query_submitted_before_the_write_lands_sees_the_labels_before_col
         await wait_until(pilot, lambda: table.row_count == 1)
         assert str(table.get_cell_at((0, 0))) == "2"
         assert text(app, "#sql-message") == "1 row"
-    store.close()
 
 
 async def test_a_failed_write_says_so_on_one_line_and_queries_read_the_last_snapshot(
         tmp_path: Path, gated: GatedWrite) -> None:
-    store = labelled_store(tmp_path / "s")
-    app = new_app(store)
     gated.fail = True
-    async with app.run_test(size=NARROW) as pilot:
-        await open_sql_with_two_labels(pilot, gated)
+    async with sql_opened_while_writing(tmp_path, gated) as (app, pilot):
         gated.gates[0].set()
         await wait_until(pilot, lambda: "not written" in text(app, "#sql-message"))
         message = text(app, "#sql-message")
@@ -154,7 +158,6 @@ async def test_a_failed_write_says_so_on_one_line_and_queries_read_the_last_snap
         assert str(table.get_cell_at((0, 0))) == "0"  # the last snapshot, from before the labels
         assert "fresh snapshot not written" in text(app, "#sql-message")
         gated.fail = False  # the disk has room again by the time the app quits
-    store.close()
     # The failure left the snapshot marked stale, so the final one on quit has the labels.
     reopened = Store(tmp_path / "s")
     assert snapshot_count(reopened) == 2

@@ -60,7 +60,6 @@ def _report(folder: Path, config: Path | None) -> None:
     from apl_tui.sweep_report import run_folders
 
     if folder.is_dir() and not (folder / "shared").is_dir() and run_folders(folder):
-
         out.print(render_sweep(folder), soft_wrap=True)
         err.print(f"outputs in {folder}: sweep.md, sweep.png (one row per run folder × label count)")
         return

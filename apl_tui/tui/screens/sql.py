@@ -64,10 +64,9 @@ class SqlScreen(Screen[None]):
         self._poll: Timer | None = None
         self._waiting_sql: str | None = None
         """The last query submitted before the fresh snapshot landed: it runs when it does."""
-        self._stale_note = ""
-        """Appended to results when the fresh snapshot was not written (they read the last one)."""
-        self._writes_at_failure = 0
-        """The writer's count of written snapshots when that happened: a later write ends the note."""
+        self._failed_at: int | None = None
+        """The writer's count of written snapshots when the fresh one failed (None: it did not):
+        results say they read the last snapshot until the writer has written another."""
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder=f"SQL, e.g. {EXAMPLE}", id="sql-input")
@@ -123,9 +122,15 @@ class SqlScreen(Screen[None]):
 
     def _not_written(self, error: str) -> None:
         writer = getattr(self.app, "snapshots", None)
-        self._writes_at_failure = -1 if writer is None else writer.writes
-        self._stale_note = " · fresh snapshot not written, read the last one"
+        self._failed_at = 0 if writer is None else writer.writes
         self._error(f"snapshot not written ({error}); queries read the last one")
+
+    def _reads_stale_snapshot(self) -> bool:
+        """Whether results still come from the snapshot before the failed write."""
+        if self._failed_at is None:
+            return False
+        writer = getattr(self.app, "snapshots", None)
+        return writer is None or writer.writes <= self._failed_at
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if self._ticket is not None:
@@ -156,13 +161,11 @@ class SqlScreen(Screen[None]):
         message.remove_class("-error")
         table.add_columns(*[Text(c) for c in columns])
         table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
-        writer = getattr(self.app, "snapshots", None)
-        if writer is not None and writer.writes > self._writes_at_failure >= 0:
-            self._stale_note = ""  # the writer has since written one with everything
+        stale = " · fresh snapshot not written, read the last one" if self._reads_stale_snapshot() else ""
         more = f" (showing {MAX_ROWS})" if len(rows) > MAX_ROWS else ""
         age = time.time() - written_at
         old = f" · data {snapshot_age_text(written_at)} old" if age >= OLD_SNAPSHOT_S else ""
-        message.update(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}{more}{old}{self._stale_note}")
+        message.update(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}{more}{old}{stale}")
 
     def _message(self, text: str) -> None:
         message = self.query_one("#sql-message", Static)

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Static
 
 from apl_tui.chat import decode_messages
@@ -29,6 +30,16 @@ def conversation_text(messages: list[dict[str, str]]) -> Text:
     return out
 
 
+def _set_title(widget: Widget, part: str, title: str) -> None:
+    """Set a border title or subtitle only when it changes.
+
+    Setting one repaints the whole widget even when it is unchanged: on every key press that
+    repainted both completion panes in full instead of their text.
+    """
+    if getattr(widget, part) != title:
+        setattr(widget, part, title)
+
+
 class _Pane(VerticalScroll, can_focus=False):
     """A scrolling box for one text; never focused, so ←/→ stay verdict keys."""
 
@@ -47,8 +58,6 @@ class PairView(Vertical):
         super().__init__(id=id)
         self.shown: ShownPair | None = None
         """The pair on screen, or None while waiting for the pool."""
-        self._drawn: dict[tuple[str, str], object] = {}
-        """What was last put into each (widget id, part): unchanged parts are not set again."""
 
     def compose(self) -> ComposeResult:
         with _Pane(id="prompt-box"):
@@ -70,28 +79,18 @@ class PairView(Vertical):
         """Put a pair on screen (scrolled to the top), or the waiting message when None."""
         self.shown = shown
         self.set_class(shown is None, "-waiting")
-        self._set("waiting", "text", waiting)
+        waiting_box = self.query_one("#waiting", Static)
+        if waiting_box.content != waiting:  # an update repaints, even to the same text
+            waiting_box.update(waiting)
         messages = decode_messages(shown.prompt) if shown else None
         prompt = conversation_text(messages) if messages else Text(shown.prompt if shown else "")
         self.query_one("#prompt-text", Static).update(prompt)
-        self._set("prompt-box", "border_title",
-                  f"conversation ({len(messages)} turn{'s' if len(messages) > 1 else ''})" if messages else "prompt")
+        _set_title(self.query_one("#prompt-box"), "border_title",
+                   f"conversation ({len(messages)} turn{'s' if len(messages) > 1 else ''})" if messages else "prompt")
         self._render_completions()
         for pane in self.query(_Pane):
             if pane.scroll_offset.y:
                 pane.scroll_home(animate=False)
-
-    def _set(self, widget_id: str, part: str, value: str) -> None:
-        # Setting a border title or a text repaints the whole widget even when nothing changed; on
-        # a key press that would repaint both completion panes in full instead of their text.
-        if self._drawn.get((widget_id, part)) == value:
-            return
-        self._drawn[(widget_id, part)] = value
-        widget = self.query_one(f"#{widget_id}")
-        if part == "text":
-            widget.update(value)  # type: ignore[attr-defined]
-        else:
-            setattr(widget, part, value)
 
     def watch_diff(self) -> None:
         self._render_completions()
@@ -107,8 +106,8 @@ class PairView(Vertical):
         self.query_one("#left-text", Static).update(lt)
         self.query_one("#right-text", Static).update(rt)
         subtitle = "diff on" if self.diff else ""
-        self._set("left-pane", "border_subtitle", subtitle)
-        self._set("right-pane", "border_subtitle", subtitle)
+        _set_title(self.query_one("#left-pane"), "border_subtitle", subtitle)
+        _set_title(self.query_one("#right-pane"), "border_subtitle", subtitle)
 
     def scroll_both(self, lines: int) -> None:
         """Scroll the two completions together by `lines` (negative: up)."""
