@@ -47,6 +47,9 @@ class CountersMixin:
 
     cursor: Callable[[], Any]
     transaction: Callable[[], Any]
+    label_writes = 0
+    """Label and impression writes this process made through the store (in memory, any thread): a pick
+    made ahead is stale if it changed since (`LabelDesk`), with no query to find out."""
 
     def counters(self) -> dict[str, int]:
         """Every kept counter by name (one read of a table of a dozen rows)."""
@@ -67,6 +70,7 @@ class CountersMixin:
             self._recount(cur)
 
     def _recount(self, cur: Any) -> None:
+        self.label_writes += 1
         cur.execute("DELETE FROM loop_counters")
         cur.execute(f"INSERT INTO loop_counters {COUNTERS_SELECT}")
 
@@ -85,6 +89,8 @@ class CountersMixin:
         changes = {k: int(v) for k, v in changes.items() if v or k.startswith(SET_PREFIX)}
         if not changes:
             return
+        if "label_events" in changes or "impressions" in changes:
+            self.label_writes += 1
         sets = {k: v for k, v in changes.items() if k.startswith(SET_PREFIX)}
         adds = {k: v for k, v in changes.items() if k not in sets}
         expr = "value"

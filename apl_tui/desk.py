@@ -1,21 +1,23 @@
 """The label desk: everything the person at the keyboard touches, on the UI thread.
 
 Next pair, record a label, undo, status. Only the store is read and written here (small,
-human-paced queries, each label committed before the next pair shows); nothing here waits for
-the model. Heavy work lives in `learner.py` and runs on the learner's own thread.
+human-paced queries, each label saved before the next pair shows); nothing here waits for the
+model. Heavy work lives in `learner.py` and runs on the learner's own thread.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from apl_tui.acquisition import choose_left
 from apl_tui.config import AplConfig
-from apl_tui.errors import AplError
+from apl_tui.errors import AplError, StoreError
 from apl_tui.events import LabelRecorded, ProgressSink, ignore
 from apl_tui.records import OUTCOMES, ShownPair
 from apl_tui.store import Store, shown_pair
@@ -64,12 +66,17 @@ class LabelDesk:
     """Serves pairs and takes verdicts for one store; used from a single (UI or batch) thread.
 
     Read-ahead (the labeling app asks for it with `read_ahead` once a pair is on screen): the
-    next pair is picked on a thread of its own while the person reads, as if the pending label
-    were written, so a key press only writes. `label_and_next` then commits the label and the
-    next pair's impression in one transaction, after checking by primary key that the pick is
-    still valid (still queued, prompt still unlabeled, no impression since); otherwise it picks
-    the usual way. Picks are the same as without read-ahead unless the worker rescored meanwhile
-    (the app reads ahead again when it does).
+    next pair is picked on the desk's own thread while the person reads, as if the pending label
+    were written, with the ids its label and impression will have. A key press then runs no SQL:
+    `label_and_next` appends the label and the next pair's impression to the store's journal
+    (one fsync: saved) and shows the pick; the desk's thread writes both to DuckDB in one
+    transaction right after (`label_journal.py`). Every other call waits for that write first
+    (`settle`), and so does any reader on another thread (`Store.before_read`): the store reads
+    as if the key had committed in DuckDB. The pick needs no check at the key: an undo or a
+    rescore (`forget_read_ahead`) drops it, and a label or impression written through the store
+    by anyone else since (`Store.label_writes`, counted in memory) sends the key the usual way.
+    Picks are the same as without read-ahead unless the worker rescored meanwhile (the app reads
+    ahead again when it does).
     """
 
     def __init__(self, store: Store, config: AplConfig | None = None) -> None:
@@ -79,6 +86,9 @@ class LabelDesk:
         self._current: ShownPair | None = None
         self._ahead: tuple[int, Future[dict[str, Any] | None]] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._journaled: deque[dict[str, Any]] = deque()
+        """Journal lines not yet in DuckDB, oldest first (appended on the UI thread, applied on the desk's)."""
         self.read_ahead_used = 0
         """Key presses whose next pair was the one picked ahead (the bench reports the share)."""
 
@@ -93,10 +103,12 @@ class LabelDesk:
         A new pair is recorded as an impression (shown to `source`), so it stays the pending one.
         """
         self._ahead = None
+        self.settle()
         return self._on_screen(self._choose(source, record=True))
 
     def peek_pair(self, source: str = "human") -> ShownPair | None:
         """The pair `next_pair(source)` would give now, without recording anything (`apl next`)."""
+        self.settle()
         return self._choose(source, record=False)
 
     def _choose(self, source: str, *, record: bool) -> ShownPair | None:
@@ -160,7 +172,20 @@ class LabelDesk:
             probe = self._probe_pick("human", shown_count, pending=1)
             if probe is not None:
                 return probe
-        return self._pick(shown_count, after)
+        pick = self._pick(shown_count, after)
+        if pick is not None and pick["shown"]["labels_since_scored"] is not None:
+            pick["shown"]["labels_since_scored"] += 1  # the pending label comes after its score too
+        return pick
+
+    def _pick_ahead_now(self, after: ShownPair) -> dict[str, Any] | None:
+        """On the desk's thread: labels journaled before come first, then the pick and the ids it will use."""
+        self._apply_journaled()
+        writes = self.store.label_writes
+        pick = self._pick_ahead(self.store.impression_count(), after)
+        if pick is not None:
+            pick["label_id"], pick["impression_id"] = self.store.allocate_ids()
+            pick["label_writes"] = writes
+        return pick
 
     def _probe_due(self, source: str, shown_count: int) -> bool:
         """Whether impression number `shown_count` flips the probe coin."""
@@ -173,7 +198,7 @@ class LabelDesk:
         """Choose the pair for impression number `shown_count`, as if `after` were already labeled."""
         a = self.config.acquisition
         exclude_prompts = not a.allow_relabel_prompts
-        # Leaving out what the pending label will take out saves a wasted pick (it would fail revalidation).
+        # Picked ahead, the pending label is not written yet: leave out what it will take out.
         skip = {"exclude": [after.candidate_id] if after else [],
                 "exclude_prompt": after.prompt_id if after is not None and exclude_prompts else None}
         rng = random.Random(f"{self.config.loop.seed}:{shown_count}")
@@ -192,28 +217,50 @@ class LabelDesk:
     def read_ahead(self) -> None:
         """Start picking the pair after the one on screen, on the desk's own thread (returns at once)."""
         current = self._current
-        if current is None or current.probe or (self._ahead is not None and self._ahead[0] == current.candidate_id):
+        if current is None or (self._ahead is not None and self._ahead[0] == current.candidate_id):
             return
+        self._ahead = (current.candidate_id, self._thread().submit(self._pick_ahead_now, current))
+
+    def _thread(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apl-read-ahead")
-        count = self.store.impression_count()
-        self._ahead = (current.candidate_id, self._pool.submit(self._pick_ahead, count, current))
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apl-desk",
+                                            initializer=self._mark_desk_thread)
+            self.store.before_read = self._before_read
+        return self._pool
+
+    def _mark_desk_thread(self) -> None:
+        self._local.desk_thread = True
+
+    def _before_read(self) -> None:
+        """`Store.before_read`: a reader on any other thread sees the journaled labels (errors: see `settle`)."""
+        if not self._journaled or getattr(self._local, "desk_thread", False):
+            return
+        try:
+            self.settle()
+        except AplError as e:  # the desk's own calls report it; another reader goes on without the label
+            logger.warning("%s", e.message)
 
     def forget_read_ahead(self) -> None:
         """Drop a pick made ahead (the queue changed: a rescore, a new adapter); `read_ahead` again after."""
         self._ahead = None
 
     def close(self) -> None:
-        """Stop the read-ahead thread (before the store closes); the desk picks synchronously after."""
+        """Write what the journal holds to DuckDB and stop the desk's thread (before the store closes)."""
         self._ahead = None
+        try:
+            self.settle()
+        except AplError as e:  # the lines stay in the journal: the next open applies them
+            logger.warning("%s", e.message)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            if self.store.before_read == self._before_read:
+                self.store.before_read = None
 
     def label_and_next(self, shown: ShownPair, outcome: str, *, source: str = "human",
                        latency_ms: int | None = None, rationale: str | None = None,
                        sink: ProgressSink = ignore) -> ShownPair | None:
-        """Commit a verdict and return the next pair; with a valid read-ahead, one transaction for both."""
+        """Save a verdict and return the next pair: journaled with a pick made ahead, else committed, then picked."""
         ahead, self._ahead = self._ahead, None
         pick = None
         if ahead is not None and ahead[0] == shown.candidate_id:
@@ -221,40 +268,43 @@ class LabelDesk:
                 pick = ahead[1].result(timeout=READ_AHEAD_WAIT_S)
             except Exception:  # noqa: BLE001 — a failed or slow pick is only a missed shortcut
                 logger.debug("read-ahead pick not used", exc_info=True)
-        if pick is None:
+        # Labels or impressions written since the pick, other than by this desk's keys, may void it.
+        if pick is None or source != "human" or pick["label_writes"] != self.store.label_writes:
             self.record_label(shown, outcome, source=source, latency_ms=latency_ms, rationale=rationale, sink=sink)
             return self.next_pair(source)
-        if "probe_of" in pick:
-            return self._label_and_probe(shown, outcome, pick, source, latency_ms, rationale, sink)
         self._check_outcome(outcome)
-        _, fresh = self.store.record_label_and_show(
-            shown.candidate_id, outcome, source=source, shown_left=shown.left, latency_ms=latency_ms,
-            impression_id=shown.impression_id or None, control=shown.control, rationale=rationale,
-            pick={k: pick[k] for k in ("left", "control", "impressions")} | {
-                "candidate_id": int(pick["shown"]["candidate_id"]), "rank": pick["shown"]["rank"]},
-            exclude_labeled_prompts=not self.config.acquisition.allow_relabel_prompts)
+        entry = journal_entry(shown, outcome, pick, source=source, latency_ms=latency_ms, rationale=rationale)
+        self.store.journal.append(entry)  # saved from here on: a crash replays it when the store opens
+        self._journaled.append(entry)
+        self._thread().submit(self._apply_journaled)
         self._labeled(shown, outcome, source, sink)
-        if fresh is None:
-            return self.next_pair(source)
         self.read_ahead_used += 1
-        return self._on_screen(shown_pair(pick["shown"] | fresh, left=pick["left"], control=pick["control"],
-                                          impression_id=fresh["impression_id"]))
+        return self._on_screen(shown_pair(pick["shown"], left=pick["left"], control=pick["control"],
+                                          impression_id=pick["impression_id"]))
 
-    def _label_and_probe(self, shown: ShownPair, outcome: str, pick: dict[str, Any], source: str,
-                         latency_ms: int | None, rationale: str | None, sink: ProgressSink) -> ShownPair | None:
-        """The label, then the probe picked ahead if it still stands (no impression since, its label still live)."""
-        self.record_label(shown, outcome, source=source, latency_ms=latency_ms, rationale=rationale, sink=sink)
-        if (source != "human" or self.store.impression_count() != pick["impressions"]
-                or not self.store.probe_still_stands(pick["probe_of"], int(pick["shown"]["candidate_id"]))):
-            return self.next_pair(source)
-        self.read_ahead_used += 1
-        return self._on_screen(self._show_probe(pick, source))
+    def _apply_journaled(self) -> None:
+        """On the desk's thread: write the journaled lines to DuckDB in order (each one transaction)."""
+        while self._journaled:
+            self.store.apply_journaled(self._journaled[0])
+            self._journaled.popleft()
+            self.store.journal.applied()
+
+    def settle(self) -> None:
+        """Wait until every journaled label is in DuckDB; call before reading the store (never on the desk's thread)."""
+        if not self._journaled:  # emptied only after each line's commit, so empty means written
+            return
+        try:
+            self._thread().submit(self._apply_journaled).result()
+        except Exception as e:  # noqa: BLE001 — any failure is reported the same way; the line is kept
+            raise StoreError(f"a saved label could not be written to the database: {str(e).splitlines()[0]}",
+                             hint="it stays in labels.journal and is applied when the store is next opened") from e
 
     def record_label(self, shown: ShownPair, outcome: str, *, source: str = "human",
                      latency_ms: int | None = None, rationale: str | None = None,
                      sink: ProgressSink = ignore) -> int:
         """Commit a verdict (in the candidate's a/b terms) before anything else happens."""
         self._check_outcome(outcome)
+        self.settle()
         label_id = self.store.record_label(shown.candidate_id, outcome, source=source, shown_left=shown.left,
                                            latency_ms=latency_ms, impression_id=shown.impression_id or None,
                                            control=shown.control, rationale=rationale, probe=shown.probe)
@@ -273,6 +323,7 @@ class LabelDesk:
     def undo(self, source: str = "human") -> int | None:
         """Undo the newest effective label of this source; its pair is the next one served, same side."""
         self._ahead = None
+        self.settle()
         undone = self.store.undo_last(source)
         if undone is None:
             return None
@@ -286,13 +337,44 @@ class LabelDesk:
 
     def round_due(self) -> tuple[bool, int, int]:
         """Whether a training round is due now; see `round_due`."""
+        self.settle()
         return round_due(self.config, self.store.loop_state())
 
+    def wait_idle(self) -> None:
+        """Wait until the desk's thread has done everything queued so far (journal writes, status reads, picks)."""
+        if self._pool is not None:
+            self._pool.submit(lambda: None).result()
+
+    def status_soon(self) -> Future[DeskStatus]:
+        """`status`, read on the desk's thread once the journaled labels are written (the UI never waits)."""
+        return self._thread().submit(self._status_now)
+
+    def _status_now(self) -> DeskStatus:
+        self._apply_journaled()
+        return self.status()
+
     def status(self) -> DeskStatus:
-        """Counts for a status line (one small query)."""
+        """Counts for a status line (one small query, once the journaled labels are written)."""
+        self.settle()
         state = self.store.loop_state()
         _, since, need = round_due(self.config, state)
         return DeskStatus(
             labels_total=state["labels"], labels_session=self._session_labels, pool_size=state["pool"],
             adapter_version=state["adapter_version"], labels_since_round=since, round_due_at=need,
             undone_in_adapter=state["undone_in_adapter"], next_round_resets=self.config.train.regime == "reset")
+
+
+IMPRESSION_FIELDS = ("candidate_id", "acquisition", "score", "rank", "scored_by", "reward_a", "reward_b", "p_a",
+                     "probe_of")
+"""What an impression row keeps of the pair shown (the texts are in the store already)."""
+
+
+def journal_entry(shown: ShownPair, outcome: str, pick: dict[str, Any], *, source: str,
+                  latency_ms: int | None, rationale: str | None) -> dict[str, Any]:
+    """The journal line of a key press: the label of `shown` and the impression of the pick shown after it."""
+    label = {"id": pick["label_id"], "candidate_id": shown.candidate_id, "outcome": outcome, "source": source,
+             "shown_left": shown.left, "latency_ms": latency_ms, "impression_id": shown.impression_id or None,
+             "control": shown.control, "rationale": rationale, "probe": shown.probe}
+    show = {"id": pick["impression_id"], "left": pick["left"], "control": pick["control"], "source": source,
+            "shown": {k: pick["shown"].get(k) for k in IMPRESSION_FIELDS}}
+    return {"label": label, "show": show}

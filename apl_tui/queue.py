@@ -119,43 +119,18 @@ class QueueMixin(CountersMixin):
 
         return retry_conflicts(write)
 
-    def record_label_and_show(self, candidate_id: int, outcome: str, *, source: str, pick: dict[str, Any],
-                              exclude_labeled_prompts: bool, shown_left: str | None = None,
-                              latency_ms: int | None = None, impression_id: int | None = None,
-                              control: bool = False, rationale: str | None = None
-                              ) -> tuple[int, dict[str, Any] | None]:
-        """`record_label`, and in the same transaction the impression of a pair picked ahead, if still valid.
-
-        `pick` holds candidate_id, left, control, rank and `impressions`, the impression count it
-        was picked at. It is shown only if its queue row is still there (and its prompt unlabeled,
-        when that excludes it) and no impression was recorded since. Returns (label id, the pick's
-        fresh queue fields with `impression_id` and `labels_since_scored`, or None when it is no
-        longer valid: then nothing but the label was written). One commit for both, so a key press
-        costs one durable write.
-        """
-
-        def write() -> tuple[int, dict[str, Any] | None]:
-            with self.transaction() as cur:
-                label_id, changes = self._write_label(cur, candidate_id, outcome, source, shown_left, latency_ms,
-                                                      impression_id, control, rationale, False)
-                fresh = self._revalidate(cur, pick, exclude_labeled_prompts)
-                if fresh is not None:
-                    fresh["impression_id"] = self._write_impression(cur, fresh, left=pick["left"],
-                                                                    control=pick["control"], source=source)
-                    changes.update({"impressions": 1, f"last_impression:{source}": fresh["impression_id"]})
-                self._bump(cur, changes)
-            return label_id, fresh
-
-        return retry_conflicts(write)
-
     def _write_label(self, cur: Any, candidate_id: int, outcome: str, source: str, shown_left: str | None,
                      latency_ms: int | None, impression_id: int | None, control: bool,
-                     rationale: str | None, probe: bool) -> tuple[int, dict[str, int]]:
-        """Insert a label, update the queue; returns (label id, counter changes) for the caller to bump."""
+                     rationale: str | None, probe: bool, new_id: int | None = None) -> tuple[int, dict[str, int]]:
+        """Insert a label, update the queue; returns (label id, counter changes) for the caller to bump.
+
+        `new_id`: an id taken from the `label_ids` sequence ahead of time (a journaled label).
+        """
         label_id = int(cur.execute(
-            "INSERT INTO labels (candidate_id, outcome, shown_left, source, latency_ms, impression_id, "
-            "control, rationale, probe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, rationale,
+            "INSERT INTO labels (id, candidate_id, outcome, shown_left, source, latency_ms, impression_id, "
+            "control, rationale, probe) VALUES (coalesce(?, nextval('label_ids')), ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            [new_id, candidate_id, outcome, shown_left, source, latency_ms, impression_id, control, rationale,
              probe]).fetchone()[0])
         if probe:  # a probe answer is an event, never the effective label: the queue and counts stay
             return label_id, {"label_events": 1, "last_label_id": label_id}
@@ -184,25 +159,6 @@ class QueueMixin(CountersMixin):
             row = cur.execute("SELECT value FROM loop_counters WHERE name = 'adapter_mark'").fetchone()
             mark = int(row[0]) if row else 0
         return int(label[1] != "skip" and label[0] > mark)
-
-    def _revalidate(self, cur: Any, pick: dict[str, Any], exclude_labeled_prompts: bool) -> dict[str, Any] | None:
-        """The picked pair's queue fields now, or None if it may no longer be shown (primary-key reads)."""
-        row = cur.execute(
-            "SELECT prompt_labeled, acquisition, score, entropy, reward_a, reward_b, p_a, fallback, adapter_version, "
-            "label_clock FROM queue WHERE candidate_id = ?", [pick["candidate_id"]]).fetchone()
-        if row is None or (row[0] and exclude_labeled_prompts):
-            return None
-        counts = dict(cur.execute("SELECT name, value FROM loop_counters WHERE name IN ('impressions', "
-                                  "'label_events')").fetchall())
-        if counts.get("impressions", 0) != pick["impressions"]:
-            return None
-        fresh = dict(zip(_SHOWN_KEYS[5:13], row[1:9]))
-        # The label just written is not in the counter yet (it is bumped at the end of the transaction).
-        clock = counts.get("label_events", 0) + 1
-        fresh["labels_since_scored"] = None if row[9] is None else max(clock - int(row[9]), 0)
-        fresh["candidate_id"] = pick["candidate_id"]
-        fresh["rank"] = pick["rank"]
-        return fresh
 
     def undo_last(self, source: str = "human") -> tuple[int, str | None, bool] | None:
         """Undo this source's newest effective label (any depth).
@@ -373,17 +329,19 @@ class QueueMixin(CountersMixin):
 
         return retry_conflicts(write)
 
-    def _write_impression(self, cur: Any, shown: dict[str, Any], *, left: str, control: bool, source: str) -> int:
+    def _write_impression(self, cur: Any, shown: dict[str, Any], *, left: str, control: bool, source: str,
+                          new_id: int | None = None) -> int:
         """Insert one impression with the prediction the pair is shown with (r̂_A, r̂_B, p(A≻B) by `scored_by`).
 
         The label that follows is a test of that model, which has not trained on it (prequential).
+        `new_id`: an id taken from the `impression_ids` sequence ahead of time (a journaled pick).
         """
         probe_of = shown.get("probe_of")
         row = cur.execute(
-            "INSERT INTO impressions (candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
-            "source, reward_a, reward_b, p_a, probe, probe_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "RETURNING id",
-            [shown["candidate_id"], left, control, shown["acquisition"], shown["score"], shown["rank"],
+            "INSERT INTO impressions (id, candidate_id, shown_left, control, acquisition, score, rank, scored_by, "
+            "source, reward_a, reward_b, p_a, probe, probe_of) VALUES (coalesce(?, nextval('impression_ids')), "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [new_id, shown["candidate_id"], left, control, shown["acquisition"], shown["score"], shown["rank"],
              shown["scored_by"], source, shown.get("reward_a"), shown.get("reward_b"), shown.get("p_a"),
              probe_of is not None, probe_of]).fetchone()
         return int(row[0])

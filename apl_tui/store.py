@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from apl_tui.errors import StoreError, StoreLockedError
 from apl_tui.eval_items import EvalItemsMixin
 from apl_tui.eval_store import EvalStoreMixin
 from apl_tui.features_store import FeatureMixin
+from apl_tui.label_journal import JournalMixin
 from apl_tui.probes import ProbeMixin
 from apl_tui.queue import _QUEUE_SCORE_FIELDS, _USABLE_SCORE, QueueMixin, retry_conflicts
 from apl_tui.records import NewCandidate, ShownPair
@@ -54,7 +55,7 @@ def is_lock_error(e: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin, FeatureMixin):
+class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin, FeatureMixin, JournalMixin):
     """A store folder and its open database.
 
     >>> import tempfile
@@ -83,9 +84,12 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         self._local = threading.local()
         self._cursors: list[Any] = []
         self._cursors_lock = threading.Lock()
+        self.before_read: Callable[[], None] | None = None
+        """Set by a label desk with journaled labels not yet in DuckDB: waits until they are (`cursor`)."""
         self.snapshot_lock = threading.Lock()
         """Held while a snapshot is written (the app writes from a thread, and once more on quit)."""
         self._migrate()
+        self.replay_journal()  # labels a crash left in the journal reach the database before anything reads it
         if not read_only:
             # This process owns the file read-write, so no other process is saving an adapter.
             removed = remove_leftovers(self.root / "adapters")
@@ -143,6 +147,7 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         """
         import duckdb
 
+        self.close_journal()
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -168,7 +173,15 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         self.close()
 
     def cursor(self) -> Any:
-        """This thread's cursor (DuckDB wants one per thread)."""
+        """This thread's cursor (DuckDB wants one per thread).
+
+        Every read and write starts here, so this is where a saved label becomes visible to all: if
+        a desk's journal holds labels not yet in DuckDB, they are written first (a few ms). Not
+        inside a transaction: waiting there could hold up the very write it waits for.
+        """
+        wait = self.before_read
+        if wait is not None and not getattr(self._local, "in_transaction", False):
+            wait()
         cur = getattr(self._local, "cur", None)
         if cur is None:
             cur = self._con.cursor()
@@ -182,11 +195,14 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         """A cursor inside BEGIN … COMMIT; any error rolls everything back."""
         cur = self.cursor()
         cur.execute("BEGIN TRANSACTION")
+        self._local.in_transaction = True
         try:
             yield cur
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        finally:
+            self._local.in_transaction = False
         cur.execute("COMMIT")
 
     def _migrate(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from apl_tui.config import AplConfig
 from apl_tui.records import NewCandidate, ScoreRow
@@ -23,3 +24,16 @@ def make_store(root: Path, *, prompts: int = 6, tests: int = 2, config: AplConfi
 
 def score_all(store: Store, values: dict[int, float], *, version: int = 0, name: str = "certainty") -> None:
     store.add_scores([ScoreRow(cid, version, name, v) for cid, v in values.items()])
+
+
+async def caught_up(pilot: Any) -> None:
+    """Let the app take its messages after the label desk's thread did what the keys queued.
+
+    The desk writes journaled labels and reads the status line on its own thread, and posts the
+    status back: a test reading the status line after keys waits for both (no timing involved).
+    """
+    await pilot.pause()
+    wait_idle = getattr(pilot.app.desk, "wait_idle", None)
+    if wait_idle is not None:
+        wait_idle()
+    await pilot.pause()

@@ -15,6 +15,7 @@ from apl_tui.records import NewCandidate, ScoreRow, ShownPair
 from apl_tui.store import Store
 from apl_tui.tui.app import LabelApp
 from apl_tui.tui.screens.label import LabelScreen
+from tests.helpers import caught_up
 
 WIDE = (160, 45)
 NARROW = (80, 24)
@@ -236,6 +237,7 @@ async def test_status_line_counts_labels(store: Store) -> None:
     app = new_app(store)
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("1", "2", "s")
+        await caught_up(pilot)
         status = text(app, "#status")
         assert "3 labels / 3 now" in status and "pool 9" in status
         assert "scored by base" in status

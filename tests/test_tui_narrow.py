@@ -11,6 +11,7 @@ from apl_tui.desk import DeskStatus
 from apl_tui.store import Store
 from apl_tui.tui.screens.help import HelpScreen
 from apl_tui.tui.widgets.status_line import status_text
+from tests.helpers import caught_up
 from tests.test_tui import NARROW, WIDE, make_store, new_app, screen_of, text
 
 
@@ -59,6 +60,7 @@ async def test_undo_takes_the_label_out_of_the_rate(store: Store) -> None:
         assert len(screen.session_times) == 3
         await pilot.press("u")
         assert len(screen.session_times) == 2
+        await caught_up(pilot)
         assert screen.desk_status is not None and screen.desk_status.labels_session == 2
 
 

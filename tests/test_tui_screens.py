@@ -24,6 +24,7 @@ from apl_tui.tui.screens.help import HelpScreen
 from apl_tui.tui.screens.label import LabelScreen
 from apl_tui.tui.screens.sql import SqlScreen
 from apl_tui.tui.screens.stats import StatsScreen
+from tests.helpers import caught_up
 from tests.test_tui import NARROW, WIDE, make_store, text
 
 Step = Callable[[Any, threading.Event], str | None]
@@ -162,6 +163,7 @@ async def test_worker_failure_shows_dialog_and_labeling_goes_on(tmp_path: Path) 
         await pilot.press("escape")
         await pilot.press("1")
         assert store.query("select count(*) from labels")[1][0][0] == 1
+        await caught_up(pilot)
         assert "worker stopped" in text(app, "#status")
         app.action_restart_worker()  # the script is empty now: the worker idles
         await wait_until(pilot, lambda: "idle" in text(app, "#status"))

@@ -5,10 +5,11 @@ as at 1M. Each store holds `keypath_pool` unlabeled candidates plus L labeled on
 `storage.build_store`), for each L in `keypath_labels`:
 
 - the desk's calls, timed one by one on this thread (no Textual): the labeling app's key path
-  (`label_and_next`: the label and the next pair's impression in one commit, the pair picked
-  ahead while the person read) and the status read after it; and the same work without
-  read-ahead, split per call: label, next-pair query, impression, status. The pick made ahead
-  is timed too (it runs on the desk's thread, off the key path). A short pause between labels
+  (`label_and_next`: the label and the next pair's impression journaled with one fsync, the pair
+  picked ahead while the person read), then the wait until the desk's thread has written them to
+  DuckDB (one commit, off the key path: `settle`), and the status read after it; and the same
+  work without read-ahead, split per call: label, next-pair query, impression, status. The pick
+  made ahead is timed too (it runs on the desk's thread, off the key path). A short pause between labels
   (THINK_S) stands for the reading, as in the UI family.
 - key → the next pair's frame written, through the real app (`ui._session`, the FrameDriver
   that renders every frame as a terminal would get it), idle; and at `keypath_training_labels`
@@ -37,13 +38,14 @@ CALLS = ("label", "next", "impression", "status")
 def desk_split(store: Any, cycles: int, think_s: float = THINK_S) -> dict[str, list[float]]:
     """Seconds per desk call over `cycles` labels each way: with read-ahead, then without.
 
-    Keys: key (label_and_next), key_status, ahead (the pick made ahead, off the key path), and
-    label, next (the next-pair query), impression, status without read-ahead.
+    Keys: key (label_and_next), key_written (then until DuckDB has it), key_status, ahead (the
+    pick made ahead, off the key path), and label, next (the next-pair query), impression, status
+    without read-ahead.
     """
     from apl_tui.desk import LabelDesk
 
     desk = LabelDesk(store)
-    out: dict[str, list[float]] = {k: [] for k in ("key", "key_status", "ahead", *CALLS)}
+    out: dict[str, list[float]] = {k: [] for k in ("key", "key_written", "key_status", "ahead", *CALLS)}
     impressions: list[float] = []
     record_impression = store.record_impression
 
@@ -69,9 +71,12 @@ def desk_split(store: Any, cycles: int, think_s: float = THINK_S) -> dict[str, l
             t0 = time.perf_counter()
             shown = desk.label_and_next(shown, "a")
             t1 = time.perf_counter()
+            desk.settle()
+            t2 = time.perf_counter()
             desk.status()
             out["key"].append(t1 - t0)
-            out["key_status"].append(time.perf_counter() - t1)
+            out["key_written"].append(t2 - t1)
+            out["key_status"].append(time.perf_counter() - t2)
         used = desk.read_ahead_used
         for _ in range(cycles):  # the same work picked after the label, call by call
             time.sleep(think_s)

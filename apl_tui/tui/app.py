@@ -155,11 +155,12 @@ class LabelApp(App[None]):
         t0 = time.perf_counter()
         if self.learner_thread is not None and not self.learner_thread.stop(LEARNER_JOIN_S):
             logger.info("learner still busy at quit (model load or step in progress): abandoned")
-        if self.snapshots.stop(SNAPSHOT_JOIN_S):
-            self.snapshots.flush()
-        close = getattr(self.desk, "close", None)  # the label desk's read-ahead thread holds a store cursor
+        # The desk first: its thread writes the journaled labels to DuckDB, so the final snapshot has them.
+        close = getattr(self.desk, "close", None)
         if close is not None:
             close()
+        if self.snapshots.stop(SNAPSHOT_JOIN_S):
+            self.snapshots.flush()
         self.shutdown_seconds = time.perf_counter() - t0
 
     async def action_quit(self) -> None:

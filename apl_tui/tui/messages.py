@@ -6,6 +6,8 @@ DuckDB. Screens say "labels changed" upward instead of calling into the app.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.message import Message
 
 from apl_tui.events import Event, StepProgressed, TrainStepDone
@@ -49,6 +51,15 @@ class LearnerFailed(Message):
         super().__init__()
         self.error = error
         """What ended it."""
+
+
+class StatusRead(Message):
+    """The desk read its status on its own thread (`LabelDesk.status_soon`): `status`, or the error it raised."""
+
+    def __init__(self, status: Any = None, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.status = status
+        self.error = error
 
 
 class LabelsChanged(Message):

@@ -12,12 +12,14 @@ from textual.widgets import Footer
 
 from apl_tui.errors import AplError
 from apl_tui.records import ShownPair
-from apl_tui.tui.messages import LabelsChanged
+from apl_tui.tui.messages import LabelsChanged, StatusRead
 from apl_tui.tui.widgets.pair_view import PairView
 from apl_tui.tui.widgets.status_line import StatusLine
 from apl_tui.tui.widgets.why_panel import WhyPanel
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from apl_tui.desk import DeskStatus, LabelDesk
 
 NARROW_WIDTH = 100
@@ -164,11 +166,37 @@ class LabelScreen(Screen[None]):
             self.refresh_status()
 
     def refresh_status(self) -> None:
-        """Read the desk's status (one small DuckDB query) and redraw the status line."""
+        """Read the desk's status (one small DuckDB query) and redraw the status line.
+
+        The labeling desk reads it on its own thread, after the labels it journaled reach DuckDB,
+        and the line is redrawn when it arrives (`on_status_read`): the UI thread never waits.
+        """
+        soon = getattr(self.desk, "status_soon", None)  # the evaluation desk reads it here
+        if soon is not None:
+            soon().add_done_callback(self._status_arrived)
+            return
         try:
             self.desk_status = self.desk.status()
         except AplError as e:
             self.notify(e.message, severity="error", markup=False)
+        self._draw_status()
+
+    def _status_arrived(self, future: Future[DeskStatus]) -> None:
+        """On the desk's thread: hand the status (or its error) to the UI thread."""
+        if not future.cancelled():
+            error = future.exception()
+            self.post_message(StatusRead(None if error else future.result(), error))
+
+    def on_status_read(self, message: StatusRead) -> None:
+        if isinstance(message.error, AplError):
+            self.notify(message.error.message, severity="error", markup=False)
+        elif message.error is not None:
+            self.notify(f"status not read: {message.error}", severity="error", markup=False)
+        else:
+            self.desk_status = message.status
+        self._draw_status()
+
+    def _draw_status(self) -> None:
         self.query_one(StatusLine).refresh_status(self.desk_status, self.activity, self.per_hour(), self.shown)
         if self.shown is None:
             self.query_one(PairView).show_pair(None, self._waiting_text())
@@ -255,10 +283,22 @@ class LabelScreen(Screen[None]):
         """Query the live store with read-only SQL."""
         from apl_tui.tui.screens.sql import SqlScreen
 
+        self._settle()
         self.app.push_screen(SqlScreen(self.desk.store))
 
     def action_stats(self) -> None:
         """Labels per hour, biases, adapters and training curves."""
         from apl_tui.tui.screens.stats import StatsScreen
 
+        self._settle()
         self.app.push_screen(StatsScreen(self.desk.store))
+
+    def _settle(self) -> None:
+        """Let the desk write its journaled labels to DuckDB before a screen reads the store."""
+        settle = getattr(self.desk, "settle", None)  # the evaluation desk writes straight to DuckDB
+        if settle is None:
+            return
+        try:
+            settle()
+        except AplError as e:
+            self.notify(f"{e.message} — {e.hint}", severity="error", markup=False)

@@ -1,0 +1,199 @@
+"""The label journal: a key press is saved by one fsynced line and reaches DuckDB right behind it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from apl_tui.desk import LabelDesk
+from apl_tui.errors import StoreError
+from apl_tui.label_journal import JOURNAL_NAME, read_journal
+from apl_tui.store import DB_NAME, Store
+from tests.helpers import make_store, score_all
+
+CRASH = """
+import os, sys, threading
+from pathlib import Path
+from apl_tui.desk import LabelDesk
+from apl_tui.store import Store
+desk = LabelDesk(Store(Path(sys.argv[1])))
+shown = desk.next_pair()
+desk.read_ahead()
+desk._ahead[1].result()
+gate = threading.Event()
+desk._thread().submit(gate.wait)  # the desk's thread is busy: the key can only write the journal
+following = desk.label_and_next(shown, "b", latency_ms=1234)
+print(shown.candidate_id, following.candidate_id, following.impression_id, flush=True)
+os._exit(0)  # a crash: nothing applied, nothing closed
+"""
+
+
+def _store(root: Path) -> Store:
+    store = make_store(root, prompts=8)
+    ids = [r[0] for r in store.query("SELECT id FROM candidates ORDER BY id")[1]]
+    score_all(store, {c: float(c) for c in ids}, version=1, name=store.load_config().acquisition.name)
+    return store
+
+
+@contextmanager
+def _desk_busy(desk: LabelDesk) -> Iterator[threading.Event]:
+    """Hold the desk's thread until the event is set (always set on the way out, so a failure cannot hang)."""
+    gate = threading.Event()
+    desk._thread().submit(gate.wait)
+    try:
+        yield gate
+    finally:
+        gate.set()
+
+
+def _ready(desk: LabelDesk):
+    shown = desk.next_pair()
+    desk.read_ahead()
+    assert desk._ahead is not None and desk._ahead[1].result() is not None
+    return shown
+
+
+def test_a_label_journaled_at_the_key_survives_a_crash(tmp_path: Path) -> None:
+    _store(tmp_path).close()
+    out = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    labeled, following, impression = map(int, out.stdout.split())
+    raw = duckdb.connect(str(tmp_path / DB_NAME), read_only=True)  # DuckDB alone never got the label
+    assert raw.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+    raw.close()
+    assert len(read_journal(tmp_path / JOURNAL_NAME)) == 1
+
+    store = Store(tmp_path)  # opening replays the journal
+    try:
+        assert store.query("SELECT candidate_id, outcome, latency_ms FROM labels")[1] == [(labeled, "b", 1234)]
+        assert store.query("SELECT candidate_id FROM impressions WHERE id = ?", [impression])[1] == [(following,)]
+        assert store.counters() == store.recounted()
+        assert (tmp_path / JOURNAL_NAME).stat().st_size == 0
+        again = LabelDesk(store).next_pair()  # the pair on screen at the crash is served again
+        assert again is not None and (again.candidate_id, again.impression_id) == (following, impression)
+    finally:
+        store.close()
+
+
+def test_readers_on_other_threads_wait_for_journaled_labels(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    desk = LabelDesk(store)
+    try:
+        shown = _ready(desk)
+        seen: list[int] = []
+        with _desk_busy(desk):
+            desk.label_and_next(shown, "a")
+            reader = threading.Thread(target=lambda: seen.append(store.query("SELECT count(*) FROM labels")[1][0][0]))
+            reader.start()
+            reader.join(0.3)
+            assert reader.is_alive() and not seen  # the reader waits for the write, not reads around it
+        reader.join(30)
+        assert seen == [1]
+    finally:
+        desk.close()
+        store.close()
+
+
+def test_applying_a_line_twice_writes_it_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    desk = LabelDesk(store)
+    try:
+        shown = _ready(desk)
+        with _desk_busy(desk):
+            desk.label_and_next(shown, "tie")
+            entry = read_journal(tmp_path / JOURNAL_NAME)[0]
+        desk.settle()
+        assert (tmp_path / JOURNAL_NAME).stat().st_size == 0  # emptied once everything in it was applied
+        before = store.counters()
+        assert store.apply_journaled(entry) is False  # a crash between DuckDB's commit and the emptying
+        assert store.counters() == before == store.recounted()
+        assert store.query("SELECT count(*) FROM labels")[1] == [(1,)]
+    finally:
+        desk.close()
+        store.close()
+
+
+def test_a_torn_last_line_is_dropped_and_a_damaged_one_refused(tmp_path: Path) -> None:
+    _store(tmp_path).close()
+    journal = tmp_path / JOURNAL_NAME
+    journal.write_bytes(b'{"v":1,"label":{"id"')  # cut off mid-append: never acknowledged
+    Store(tmp_path).close()
+    assert journal.stat().st_size == 0
+    journal.write_bytes(b'{"v":1,"label":{"id"\n')  # a whole line that does not parse: it was acknowledged
+    with pytest.raises(StoreError) as e:
+        Store(tmp_path)
+    assert "line 1 is damaged" in e.value.message and "move the file aside" in e.value.hint
+    assert "\n" not in e.value.message
+
+
+def test_a_failed_write_to_duckdb_keeps_the_line_until_it_succeeds(tmp_path: Path, monkeypatch) -> None:
+    store = _store(tmp_path)
+    desk = LabelDesk(store)
+    try:
+        shown = _ready(desk)
+        apply = store.apply_journaled
+
+        def broken(entry):
+            raise duckdb.IOException("disk I/O error")
+
+        monkeypatch.setattr(store, "apply_journaled", broken)
+        desk.label_and_next(shown, "a")  # saved: the line is in the journal
+        with pytest.raises(StoreError) as e:
+            desk.settle()
+        assert "could not be written to the database" in e.value.message and "labels.journal" in e.value.hint
+        assert len(read_journal(tmp_path / JOURNAL_NAME)) == 1
+        monkeypatch.setattr(store, "apply_journaled", apply)
+        desk.settle()
+        assert store.query("SELECT outcome FROM labels")[1] == [("a",)]
+        assert store.counters() == store.recounted()
+    finally:
+        desk.close()
+        store.close()
+
+
+def test_a_journal_that_cannot_be_written_saves_nothing(tmp_path: Path, monkeypatch) -> None:
+    store = _store(tmp_path)
+    desk = LabelDesk(store)
+    try:
+        shown = _ready(desk)
+
+        def full(fd, data):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("apl_tui.label_journal.os.write", full)
+        with pytest.raises(StoreError) as e:
+            desk.label_and_next(shown, "a")
+        assert "No space left" in e.value.message and "not saved" in e.value.hint
+        monkeypatch.undo()
+        assert desk.labels_this_session == 0
+        assert store.query("SELECT count(*) FROM labels")[1] == [(0,)]
+        assert desk.next_pair().candidate_id == shown.candidate_id  # the same pair, still to label
+    finally:
+        desk.close()
+        store.close()
+
+
+def test_lines_carry_ids_and_no_texts(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    desk = LabelDesk(store)
+    try:
+        shown = _ready(desk)
+        with _desk_busy(desk):
+            following = desk.label_and_next(shown, "b", rationale="clearer")
+            line = (tmp_path / JOURNAL_NAME).read_text()
+        desk.settle()
+    finally:
+        desk.close()
+        store.close()
+    entry = json.loads(line)
+    assert entry["label"]["candidate_id"] == shown.candidate_id and entry["label"]["rationale"] == "clearer"
+    assert entry["show"]["id"] == following.impression_id
+    assert following.prompt not in line and following.completion_a not in line
