@@ -16,6 +16,7 @@ import pytest
 from apl_tui.desk import LabelDesk
 from apl_tui.errors import StoreError
 from apl_tui.label_journal import JOURNAL_NAME, read_journal
+from apl_tui.records import ShownPair
 from apl_tui.store import DB_NAME, Store
 from tests.helpers import make_store, score_all
 
@@ -54,11 +55,19 @@ def _desk_busy(desk: LabelDesk) -> Iterator[threading.Event]:
         gate.set()
 
 
-def _ready(desk: LabelDesk):
-    shown = desk.next_pair()
-    desk.read_ahead()
-    assert desk._ahead is not None and desk._ahead[1].result() is not None
-    return shown
+@pytest.fixture
+def ready(tmp_path: Path) -> Iterator[tuple[Store, LabelDesk, ShownPair]]:
+    """A store, its desk and the pair on screen, with the pair after it picked ahead."""
+    store = _store(tmp_path)
+    desk = LabelDesk(store)
+    try:
+        shown = desk.next_pair()
+        desk.read_ahead()
+        assert shown is not None and desk._ahead is not None and desk._ahead[1].result() is not None
+        yield store, desk, shown
+    finally:
+        desk.close()
+        store.close()
 
 
 def test_a_label_journaled_at_the_key_survives_a_crash(tmp_path: Path) -> None:
@@ -83,42 +92,30 @@ def test_a_label_journaled_at_the_key_survives_a_crash(tmp_path: Path) -> None:
         store.close()
 
 
-def test_readers_on_other_threads_wait_for_journaled_labels(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    desk = LabelDesk(store)
-    try:
-        shown = _ready(desk)
-        seen: list[int] = []
-        with _desk_busy(desk):
-            desk.label_and_next(shown, "a")
-            reader = threading.Thread(target=lambda: seen.append(store.query("SELECT count(*) FROM labels")[1][0][0]))
-            reader.start()
-            reader.join(0.3)
-            assert reader.is_alive() and not seen  # the reader waits for the write, not reads around it
-        reader.join(30)
-        assert seen == [1]
-    finally:
-        desk.close()
-        store.close()
+def test_readers_on_other_threads_wait_for_journaled_labels(ready) -> None:
+    store, desk, shown = ready
+    seen: list[int] = []
+    with _desk_busy(desk):
+        desk.label_and_next(shown, "a")
+        reader = threading.Thread(target=lambda: seen.append(store.query("SELECT count(*) FROM labels")[1][0][0]))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not seen  # the reader waits for the write, not reads around it
+    reader.join(30)
+    assert seen == [1]
 
 
-def test_applying_a_line_twice_writes_it_once(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    desk = LabelDesk(store)
-    try:
-        shown = _ready(desk)
-        with _desk_busy(desk):
-            desk.label_and_next(shown, "tie")
-            entry = read_journal(tmp_path / JOURNAL_NAME)[0]
-        desk.settle()
-        assert (tmp_path / JOURNAL_NAME).stat().st_size == 0  # emptied once everything in it was applied
-        before = store.counters()
-        assert store.apply_journaled(entry) is False  # a crash between DuckDB's commit and the emptying
-        assert store.counters() == before == store.recounted()
-        assert store.query("SELECT count(*) FROM labels")[1] == [(1,)]
-    finally:
-        desk.close()
-        store.close()
+def test_applying_a_line_twice_writes_it_once(ready, tmp_path: Path) -> None:
+    store, desk, shown = ready
+    with _desk_busy(desk):
+        desk.label_and_next(shown, "tie")
+        entry = read_journal(tmp_path / JOURNAL_NAME)[0]
+    desk.settle()
+    assert (tmp_path / JOURNAL_NAME).stat().st_size == 0  # emptied once everything in it was applied
+    before = store.counters()
+    assert store.apply_journaled(entry) is False  # a crash between DuckDB's commit and the emptying
+    assert store.counters() == before == store.recounted()
+    assert store.query("SELECT count(*) FROM labels")[1] == [(1,)]
 
 
 def test_a_torn_last_line_is_dropped_and_a_damaged_one_refused(tmp_path: Path) -> None:
@@ -134,65 +131,47 @@ def test_a_torn_last_line_is_dropped_and_a_damaged_one_refused(tmp_path: Path) -
     assert "\n" not in e.value.message
 
 
-def test_a_failed_write_to_duckdb_keeps_the_line_until_it_succeeds(tmp_path: Path, monkeypatch) -> None:
-    store = _store(tmp_path)
-    desk = LabelDesk(store)
-    try:
-        shown = _ready(desk)
-        apply = store.apply_journaled
+def test_a_failed_write_to_duckdb_keeps_the_line_until_it_succeeds(ready, tmp_path: Path, monkeypatch) -> None:
+    store, desk, shown = ready
+    apply = store.apply_journaled
 
-        def broken(entry):
-            raise duckdb.IOException("disk I/O error")
+    def broken(entry):
+        raise duckdb.IOException("disk I/O error")
 
-        monkeypatch.setattr(store, "apply_journaled", broken)
-        desk.label_and_next(shown, "a")  # saved: the line is in the journal
-        with pytest.raises(StoreError) as e:
-            desk.settle()
-        assert "could not be written to the database" in e.value.message and "labels.journal" in e.value.hint
-        assert len(read_journal(tmp_path / JOURNAL_NAME)) == 1
-        monkeypatch.setattr(store, "apply_journaled", apply)
+    monkeypatch.setattr(store, "apply_journaled", broken)
+    desk.label_and_next(shown, "a")  # saved: the line is in the journal
+    with pytest.raises(StoreError) as e:
         desk.settle()
-        assert store.query("SELECT outcome FROM labels")[1] == [("a",)]
-        assert store.counters() == store.recounted()
-    finally:
-        desk.close()
-        store.close()
+    assert "could not be written to the database" in e.value.message and "labels.journal" in e.value.hint
+    assert len(read_journal(tmp_path / JOURNAL_NAME)) == 1
+    monkeypatch.setattr(store, "apply_journaled", apply)
+    desk.settle()
+    assert store.query("SELECT outcome FROM labels")[1] == [("a",)]
+    assert store.counters() == store.recounted()
 
 
-def test_a_journal_that_cannot_be_written_saves_nothing(tmp_path: Path, monkeypatch) -> None:
-    store = _store(tmp_path)
-    desk = LabelDesk(store)
-    try:
-        shown = _ready(desk)
+def test_a_journal_that_cannot_be_written_saves_nothing(ready, monkeypatch) -> None:
+    store, desk, shown = ready
 
-        def full(fd, data):
-            raise OSError(28, "No space left on device")
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("apl_tui.label_journal.os.write", full)
-        with pytest.raises(StoreError) as e:
-            desk.label_and_next(shown, "a")
-        assert "No space left" in e.value.message and "not saved" in e.value.hint
-        monkeypatch.undo()
-        assert desk.labels_this_session == 0
-        assert store.query("SELECT count(*) FROM labels")[1] == [(0,)]
-        assert desk.next_pair().candidate_id == shown.candidate_id  # the same pair, still to label
-    finally:
-        desk.close()
-        store.close()
+    monkeypatch.setattr("apl_tui.label_journal.os.write", full)
+    with pytest.raises(StoreError) as e:
+        desk.label_and_next(shown, "a")
+    assert "No space left" in e.value.message and "not saved" in e.value.hint
+    monkeypatch.undo()
+    assert desk.labels_this_session == 0
+    assert store.query("SELECT count(*) FROM labels")[1] == [(0,)]
+    assert desk.next_pair().candidate_id == shown.candidate_id  # the same pair, still to label
 
 
-def test_lines_carry_ids_and_no_texts(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    desk = LabelDesk(store)
-    try:
-        shown = _ready(desk)
-        with _desk_busy(desk):
-            following = desk.label_and_next(shown, "b", rationale="clearer")
-            line = (tmp_path / JOURNAL_NAME).read_text()
-        desk.settle()
-    finally:
-        desk.close()
-        store.close()
+def test_lines_carry_ids_and_no_texts(ready, tmp_path: Path) -> None:
+    store, desk, shown = ready
+    with _desk_busy(desk):
+        following = desk.label_and_next(shown, "b", rationale="clearer")
+        line = (tmp_path / JOURNAL_NAME).read_text()
+    desk.settle()
     entry = json.loads(line)
     assert entry["label"]["candidate_id"] == shown.candidate_id and entry["label"]["rationale"] == "clearer"
     assert entry["show"]["id"] == following.impression_id
