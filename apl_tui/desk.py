@@ -87,6 +87,7 @@ class LabelDesk:
         self._ahead: tuple[int, Future[dict[str, Any] | None]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._closed = False
         self._journaled: deque[dict[str, Any]] = deque()
         """Journal lines not yet in DuckDB, oldest first (appended on the UI thread, applied on the desk's)."""
         self.read_ahead_used = 0
@@ -217,7 +218,8 @@ class LabelDesk:
     def read_ahead(self) -> None:
         """Start picking the pair after the one on screen, on the desk's own thread (returns at once)."""
         current = self._current
-        if current is None or (self._ahead is not None and self._ahead[0] == current.candidate_id):
+        if (current is None or self._closed
+                or (self._ahead is not None and self._ahead[0] == current.candidate_id)):
             return
         self._ahead = (current.candidate_id, self._thread().submit(self._pick_ahead_now, current))
 
@@ -247,6 +249,7 @@ class LabelDesk:
     def close(self) -> None:
         """Write what the journal holds to DuckDB and stop the desk's thread (before the store closes)."""
         self._ahead = None
+        self._closed = True
         try:
             self.settle()
         except AplError as e:  # the lines stay in the journal: the next open applies them
@@ -275,8 +278,7 @@ class LabelDesk:
         self._check_outcome(outcome)
         entry = journal_entry(shown, outcome, pick, source=source, latency_ms=latency_ms, rationale=rationale)
         self.store.journal.append(entry)  # saved from here on: a crash replays it when the store opens
-        self._journaled.append(entry)
-        self._thread().submit(self._apply_journaled)
+        self._journaled.append(entry)  # written to DuckDB by the desk's next job (status, pick) or a reader
         self._labeled(shown, outcome, source, sink)
         self.read_ahead_used += 1
         return self._on_screen(shown_pair(pick["shown"], left=pick["left"], control=pick["control"],
@@ -346,7 +348,14 @@ class LabelDesk:
             self._pool.submit(lambda: None).result()
 
     def status_soon(self) -> Future[DeskStatus]:
-        """`status`, read on the desk's thread once the journaled labels are written (the UI never waits)."""
+        """`status`, read on the desk's thread once the journaled labels are written (the UI never waits).
+
+        After `close` (a timer firing while the app quits) the future comes back cancelled.
+        """
+        if self._closed:
+            done: Future[DeskStatus] = Future()
+            done.cancel()
+            return done
         return self._thread().submit(self._status_now)
 
     def _status_now(self) -> DeskStatus:

@@ -29,10 +29,18 @@ def score_all(store: Store, values: dict[int, float], *, version: int = 0, name:
 async def caught_up(pilot: Any) -> None:
     """Let the app take its messages after the label desk's thread did what the keys queued.
 
-    The desk writes journaled labels and reads the status line on its own thread, and posts the
-    status back: a test reading the status line after keys waits for both (no timing involved).
+    The screen starts the desk's work (status read, next pick) just after a pair's frame; the desk
+    writes journaled labels and reads the status line on its own thread, and posts the status
+    back: a test reading the status line after keys waits for all three (conditions, not delays).
     """
-    await pilot.pause()
+    from apl_tui.tui.screens.label import LabelScreen
+
+    screen = next(s for s in pilot.app.screen_stack if isinstance(s, LabelScreen))
+    for _ in range(500):  # the desk's work starts a moment after the pair is on screen
+        await pilot.pause()
+        if not screen.after_frame_due:
+            break
+        await pilot.pause(0.01)
     wait_idle = getattr(pilot.app.desk, "wait_idle", None)
     if wait_idle is not None:
         wait_idle()

@@ -26,6 +26,8 @@ NARROW_WIDTH = 100
 """Below this many columns the completions stack vertically instead of side by side."""
 
 SCROLL_LINES = 3
+AFTER_FRAME_S = 0.025
+"""How long after a pair is put on screen the status and the next pick start: past its frame (p99 ≈ 15 ms)."""
 """Lines that j/k scroll both completions by."""
 
 VERDICT_OUTCOMES = {"tie": "tie", "both_bad": "both_bad", "skip": "skip"}
@@ -99,6 +101,8 @@ class LabelScreen(Screen[None]):
         """When the pair appeared (for the label's latency)."""
         self.session_times: list[float] = []
         """Monotonic times of this session's labels (for labels per hour)."""
+        self.after_frame_due = 0
+        """Pairs shown whose status read and next pick (`_after_frame`) have not started yet."""
         self.desk_status: DeskStatus | None = None
         """The desk's last status, read after each label and on worker news."""
 
@@ -134,12 +138,18 @@ class LabelScreen(Screen[None]):
         self.query_one(PairView).show_pair(shown, self._waiting_text())
         if self.reveal == "always":
             self.query_one(WhyPanel).show_current(shown)
-        # The pair first, the counts right after: key-to-pair latency is what a labeler feels.
-        self.call_after_refresh(self.refresh_status)
-        if shown is not None:
-            read_ahead = getattr(self.desk, "read_ahead", None)  # the evaluation desk has none
-            if read_ahead is not None:
-                self.call_after_refresh(read_ahead)
+        # The pair first, the counts and the desk's work right after: key-to-pair latency is what a
+        # labeler feels. "After refresh" callbacks can run before the frame is written, and the
+        # desk's thread (the label's DuckDB write, the next pick) slows a frame it overlaps.
+        self.after_frame_due += 1
+        self.set_timer(AFTER_FRAME_S, self._after_frame)
+
+    def _after_frame(self) -> None:
+        self.after_frame_due -= 1
+        self.refresh_status()
+        read_ahead = getattr(self.desk, "read_ahead", None)  # the evaluation desk has none
+        if read_ahead is not None and self.shown is not None:
+            read_ahead()
 
     def _waiting_text(self) -> str:
         own = getattr(self.desk, "waiting_text", None)  # a desk with its own words (apl label --eval)
