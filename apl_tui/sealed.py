@@ -159,12 +159,19 @@ def open_console(root: Path) -> tuple[Any, float | None]:
 
     Returns (connection, snapshot write time or None when reading the live file).
     """
-    from apl_tui.store import DB_NAME
+    from apl_tui.label_journal import JOURNAL_NAME
+    from apl_tui.store import DB_NAME, Store
 
     root = Path(root)
     db = root / DB_NAME
     if not db.exists():
         raise StoreError(f"no store at {root}", hint="create one with `apl init` (or pass --store DIR)")
+    journal = root / JOURNAL_NAME
+    if journal.exists() and journal.stat().st_size:
+        try:  # labels a crash left in the journal were saved: a reader sees them
+            Store(root).close()  # opening read-write writes them to the database
+        except StoreLockedError:
+            pass  # the app that owns the file writes them itself; this reads its snapshot
     try:
         return open_live(db), None
     except StoreLockedError:

@@ -17,6 +17,7 @@ from apl_tui.desk import LabelDesk
 from apl_tui.errors import StoreError
 from apl_tui.label_journal import JOURNAL_NAME, read_journal
 from apl_tui.records import ShownPair
+from apl_tui.snapshot import open_reader
 from apl_tui.store import DB_NAME, Store
 from tests.helpers import make_store, score_all
 
@@ -79,8 +80,13 @@ def test_a_label_journaled_at_the_key_survives_a_crash(tmp_path: Path) -> None:
     assert raw.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
     raw.close()
     assert len(read_journal(tmp_path / JOURNAL_NAME)) == 1
+    reader = open_reader(tmp_path)  # `apl sql`, `apl export`: a read-only reader sees the saved label
+    try:
+        assert reader.con.execute("SELECT candidate_id, outcome FROM labels").fetchall() == [(labeled, "b")]
+    finally:
+        reader.con.close()
 
-    store = Store(tmp_path)  # opening replays the journal
+    store = Store(tmp_path)
     try:
         assert store.query("SELECT candidate_id, outcome, latency_ms FROM labels")[1] == [(labeled, "b", 1234)]
         assert store.query("SELECT candidate_id FROM impressions WHERE id = ?", [impression])[1] == [(following,)]
