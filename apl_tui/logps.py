@@ -103,24 +103,23 @@ def padded_batch(policy: Policy, prompts: list[list[int]], completions: list[lis
         # non-contiguous (b, cmax, d) slice instead: with LoRA loaded, torch then runs one small
         # matmul per row, each repacking the (V, d) weight (measured 1.2× slower end to end).
         hidden = policy.base.get_decoder()(**inputs).last_hidden_state  # (b, L-1, d)
-        logits = policy.base.get_output_embeddings()(hidden[:, -cmax:][keep])  # (N, V)
+        token_logps = _token_logps(policy, hidden[:, -cmax:][keep], targets)  # (N,)
     else:
         # transformers ties hidden_states[-1] to last_hidden_state (after the final norm), so
         # φ is the same on both paths.
         out = policy.model(**inputs, output_hidden_states=features,
                            **({"logits_to_keep": cmax} if policy._logits_to_keep else {}))
         hidden = out.hidden_states[-1] if features else None  # (b, L-1, d)
-        logits = out.logits[:, -cmax:][keep]  # (N, V)
-    logps = _row_sums(logits, targets, keep)
+        logits = out.logits[:, -cmax:][keep].float()  # (N, V); log-softmax in fp32 even for bf16 models
+        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (N,)
+    logps = _row_sums(token_logps, keep)
     return logps, (_pool(hidden[:, -cmax:], keep) if features else None)
 
 
-def _row_sums(logits: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Σ log-softmax(logits)[target] per row: logits (N, V) at the True cells of keep (b, w), row by row."""
+def _row_sums(token_logps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Σ per row of token_logps (N,), the values at the True cells of keep (b, w), row by row."""
     import torch
 
-    logits = logits.float()  # log-softmax in fp32 even for bf16 models
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (N,)
     rows = torch.arange(keep.shape[0], device=keep.device).unsqueeze(1).expand_as(keep)[keep]  # (N,)
     return torch.zeros(keep.shape[0], dtype=token_logps.dtype, device=keep.device).index_add(0, rows, token_logps)
 
@@ -131,6 +130,68 @@ def _pool(hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return ((hidden.detach().float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)).cpu()
 
 
+# --- batching by length --------------------------------------------------------------------------
+
+
+BATCH_OVERHEAD = 8
+"""A forward pass's fixed cost in token rows, for `length_batches`: per-op overhead, and thinner
+matmuls for fewer rows (SmolLM2-135M on one CPU thread: a pass costs ≈ 2.4 ms per token row)."""
+
+HEAD_COLUMNS = 2048
+"""Vocabulary rows of the head per matmul when scoring without grad (see `_token_logps`)."""
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, overhead: int = BATCH_OVERHEAD) -> list[list[int]]:
+    """Indices into `lengths` in batches of at most `batch_size`, longest first, with little padding.
+
+    Minimises Σ over batches of (rows × its longest row + overhead): the token rows a batch computes
+    (padding included) plus a fixed cost per pass, so that equal lengths go together without
+    splitting the work into many thin passes. The best split of the sorted rows into runs
+    (dynamic programming, O(n · batch_size)).
+
+    Example: lengths [9, 3, 9, 3], batch_size 4, overhead 2 → [[0, 2], [1, 3]]
+    (2·9 + 2 + 2·3 + 2 = 28 token rows, against 4·9 + 2 = 38 in one batch).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best = [0] + [float("inf")] * len(order)  # best[j]: cost of the first j rows of `order`
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(max(0, j - batch_size), j):
+            cost = best[i] + (j - i) * lengths[order[i]] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    batches, j = [], len(order)
+    while j > 0:
+        batches.append(order[cut[j]:j])
+        j = cut[j]
+    return batches[::-1]
+
+
+def _token_logps(policy: Policy, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log-softmax(head(hidden))[target] per row: hidden (N, d), targets (N,) → (N,) float32.
+
+    Without grad, and for a plain Linear head, the (N, V) logits are never held at once: the
+    head's weight goes `HEAD_COLUMNS` vocabulary rows at a time, and each block's log-sum-exp is
+    taken while the block is still in the cache (one (N, V) matrix written out to memory and read
+    back by log-sum-exp cost 28 % more, SmolLM2-135M, 320 rows, one thread); the target's logit
+    is its own dot product. With grad (or another head) the head runs once over all rows.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    head = policy.base.get_output_embeddings()
+    if torch.is_grad_enabled() or type(head) is not torch.nn.Linear:
+        logits = head(hidden).float()  # (N, V); log-softmax in fp32 even for bf16
+        return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    weight, bias = head.weight, head.bias  # (V, d), (V,) or None
+    blocks = [F.linear(hidden, weight[s:s + HEAD_COLUMNS], None if bias is None else bias[s:s + HEAD_COLUMNS])
+              .float().logsumexp(-1) for s in range(0, weight.shape[0], HEAD_COLUMNS)]
+    picked = (hidden.float() * weight[targets].float()).sum(-1)  # (N,) the targets' logits
+    if bias is not None:
+        picked = picked + bias[targets].float()
+    return picked - torch.stack(blocks, -1).logsumexp(-1)
+
+
 # --- the shared-prefix path -----------------------------------------------------------------------
 
 
@@ -138,13 +199,12 @@ def shared_prefix_rows(policy: Policy, prompt_ids: Sequence[Sequence[int]],
                        completion_ids: Sequence[Sequence[int]]) -> list[int]:
     """The rows scored with a shared prompt pass: the rule, in one place.
 
-    A row shares when its completion is non-empty, its prompt has at least 2 tokens (the cached
-    part is the prompt without its last token, which is fed with each completion), and another
-    such row of this call has the same prompt; and only if the model supports it
-    (`shared_prefix_works`). Everything else takes the padded path, and so does training (`score`).
+    A row shares when its completion is non-empty and another row of this call with a non-empty
+    completion has the same prompt; and only if the model supports it (`shared_prefix_works`).
+    Everything else takes the padded path, and so does training (`score`).
     """
     counts: dict[tuple[int, ...], int] = {}
-    eligible = [i for i in range(len(prompt_ids)) if len(prompt_ids[i]) >= 2 and completion_ids[i]]
+    eligible = [i for i in range(len(prompt_ids)) if prompt_ids[i] and completion_ids[i]]
     for i in eligible:
         key = tuple(prompt_ids[i])
         counts[key] = counts.get(key, 0) + 1
@@ -156,14 +216,16 @@ def shared_prefix_logps(policy: Policy, prompts: Sequence[Sequence[int]], comple
                         batch_size: int, features: bool) -> tuple[list[int], torch.Tensor, torch.Tensor | None]:
     """Log-probs (and φ) with each distinct prompt's body pass run once: (rows, logps, φ).
 
-    `rows[j]` is the index (into the arguments) of the j-th output. Every prompt needs ≥ 2 tokens
-    and every completion ≥ 1. Prompts go in chunks of about `CHUNK_BATCHES * batch_size`
-    completions; within a chunk the prefixes (prompt minus its last token) run `batch_size` at a
-    time, longest first, and the completions, each fed as [last prompt token] + completion[:-1]
-    on its prompt's cache, run `batch_size` at a time, longest first.
+    `rows[j]` is the index (into the arguments) of the j-th output. Every prompt and every
+    completion needs ≥ 1 token. Prompts go in chunks of about `CHUNK_BATCHES * batch_size`
+    completions. Within a chunk the prompts run through the body (`length_batches`), which caches
+    their keys and values and gives, at each prompt's last position, the prediction of the first
+    token of ALL its completions (one head row per prompt). Each completion is then fed without
+    its last token on its prompt's cache, batched by length (`length_batches`).
 
-    Example: prompt [5, 6] with completions [7, 2] and [9]: one pass over [5] caches its keys and
-    values; then one batch feeds [6, 7] and [6] on that cache, whose outputs predict 7, 2 and 9.
+    Example: prompt [5, 6] with completions [7, 2] and [9]: one pass over [5, 6] caches its keys
+    and values, and its output at 6 predicts 7 and 9; then one batch feeds [7] on that cache,
+    whose output predicts 2.
     """
     import torch
 
@@ -180,82 +242,114 @@ def shared_prefix_logps(policy: Policy, prompts: Sequence[Sequence[int]], comple
         chunk.append(key)
         size += len(groups[key])
         if size >= CHUNK_BATCHES * batch_size or n == len(order) - 1:
-            cache = _prefix_cache(policy, [list(k[:-1]) for k in chunk], batch_size)
-            members = sorted(((u, i) for u, k in enumerate(chunk) for i in groups[k]),
-                             key=lambda m: -len(completions[m[1]]))
-            for start in range(0, len(members), batch_size):
-                part = members[start:start + batch_size]
-                lp, phi = _completion_batch(policy, cache, [u for u, _ in part], [chunk[u][-1] for u, _ in part],
-                                            [list(completions[i]) for _, i in part], features=features)
-                rows += [i for _, i in part]
-                logps.append(lp)
-                if phi is not None:
-                    phis.append(phi)
+            lp, phi = _chunk_logps(policy, [list(k) for k in chunk], [groups[k] for k in chunk], completions,
+                                   batch_size=batch_size, features=features)
+            rows += [i for k in chunk for i in groups[k]]
+            logps.append(lp)
+            if phi is not None:
+                phis.append(phi)
             chunk, size = [], 0
     return rows, torch.cat(logps), (torch.cat(phis) if features else None)
 
 
-def _prefix_cache(policy: Policy, prefixes: list[list[int]], batch_size: int) -> dict[str, Any]:
-    """The body's keys and values over left-padded prefixes (longest first), `batch_size` at a time.
+def _chunk_logps(policy: Policy, prompts: list[list[int]], members: list[list[int]],
+                 completions: Sequence[Sequence[int]], *, batch_size: int,
+                 features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk of `shared_prefix_logps`: (logps, φ) of completions members[0] + members[1] + …"""
+    import torch
 
-    Returns {"kv": [(K, V) per layer, each (U, H, W, hd)], "mask": (U, W), "lengths": (U,)}, every
-    batch left-padded to the longest prefix W (zero keys and values under mask 0).
+    cache = _prefix_cache(policy, prompts, batch_size)
+    owners = [u for u, ms in enumerate(members) for _ in ms]  # (M,) prompt of each row
+    comps = [list(completions[i]) for ms in members for i in ms]
+    who = torch.tensor(owners, device=policy.device)
+    # The first completion token: one head row per prompt, read by each of its completions.
+    firsts = torch.tensor([c[0] for c in comps], device=policy.device)
+    logits = policy.base.get_output_embeddings()(cache["last"]).float()  # (U, V)
+    logps = logits[who, firsts] - logits.logsumexp(-1)[who]  # (M,)
+    phi = cache["last"][who].detach().float().cpu() if features else None  # (M, d) sums, divided below
+    rest = [j for j, c in enumerate(comps) if len(c) >= 2]
+    for batch in length_batches([len(comps[j]) - 1 for j in rest], batch_size):
+        part = [rest[b] for b in batch]
+        lp, hsum = _completion_batch(policy, cache, [owners[j] for j in part], [comps[j] for j in part],
+                                     features=features)
+        logps = logps.index_add(0, torch.tensor(part, device=logps.device), lp)
+        if phi is not None and hsum is not None:
+            phi = phi.index_add(0, torch.tensor(part), hsum)
+    if phi is not None:
+        phi = phi / torch.tensor([float(len(c)) for c in comps]).unsqueeze(1)
+    return logps, phi
+
+
+def _prefix_cache(policy: Policy, prompts: list[list[int]], batch_size: int) -> dict[str, Any]:
+    """The body's keys and values over left-padded prompts, in `length_batches`, and its last outputs.
+
+    Returns {"kv": [(K, V) per layer, each (U, H, W, hd)], "mask": (U, W), "lengths": (U,),
+    "last": (U, d) the body's output at each prompt's last token}, in the order of `prompts`,
+    every row left-padded to the longest prompt W (zero keys and values under mask 0).
     """
     import torch
     import torch.nn.functional as F
 
-    width = max(len(p) for p in prefixes)
+    width = max(len(p) for p in prompts)
     kv: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
-    masks = []
+    masks, lasts, done = [], [], []
     decoder = policy.base.get_decoder()
-    for start in range(0, len(prefixes), batch_size):
-        ids, mask = policy._left_pad(prefixes[start:start + batch_size])  # (b, w)
+    for batch in length_batches([len(p) for p in prompts], batch_size):
+        ids, mask = policy._left_pad([prompts[u] for u in batch])  # (b, w)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _plain_cache(decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True))
+        out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = _plain_cache(out)
         if cache is None:  # `shared_prefix_works` saw a plain cache on this model: this would be a bug
             raise RuntimeError("the body's cache is not plain DynamicLayers: score with shared_prefix = False")
         pad = width - ids.shape[1]
         masks.append(F.pad(mask, (pad, 0)))
+        lasts.append(out.last_hidden_state[:, -1])  # (b, d): left padding puts every last token at -1
+        done += batch
         for n, layer in enumerate(cache.layers):
             if n == len(kv):
                 kv.append(([], []))
             kv[n][0].append(F.pad(layer.keys, (0, 0, pad, 0)))  # (b, H, W, hd)
             kv[n][1].append(F.pad(layer.values, (0, 0, pad, 0)))
-    lengths = torch.tensor([len(p) for p in prefixes], device=policy.device)
-    return {"kv": [(torch.cat(k), torch.cat(v)) for k, v in kv], "mask": torch.cat(masks), "lengths": lengths}
+    back = torch.empty(len(done), dtype=torch.long)
+    back[torch.tensor(done)] = torch.arange(len(done))  # batch order → the order of `prompts`
+    back = back.to(policy.device)
+    lengths = torch.tensor([len(p) for p in prompts], device=policy.device)
+    return {"kv": [(torch.cat(k)[back], torch.cat(v)[back]) for k, v in kv], "mask": torch.cat(masks)[back],
+            "lengths": lengths, "last": torch.cat(lasts)[back]}
 
 
-def _completion_batch(policy: Policy, cache: dict[str, Any], owners: list[int], leads: list[int],
-                      completions: list[list[int]], *, features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Score completions on copies of their prompts' caches: (logps (b,), φ (b, d) on the CPU or None).
+def _completion_batch(policy: Policy, cache: dict[str, Any], owners: list[int], completions: list[list[int]], *,
+                      features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Score completions after their first token on copies of their prompts' caches.
 
-    Row j feeds [leads[j]] + completions[j][:-1], right-padded, at positions that continue its
-    prefix (prefix length onwards), on the cache rows of prefix owners[j].
+    Row j feeds completions[j][:-1] (≥ 1 token), right-padded, at positions that continue its
+    prompt, on the cache rows of prompt owners[j]; its outputs predict completions[j][1:].
+    Returns (Σ of those log-probs (b,), Σ of the body's outputs there (b, d) on the CPU, or None).
     """
     import torch
     from transformers.cache_utils import DynamicCache
 
     device = policy.device
     pad_id = policy.tokenizer.pad_token_id
-    cmax = max(len(c) for c in completions)
-    inputs = torch.full((len(completions), cmax), pad_id, dtype=torch.long)
-    targets = torch.full((len(completions), cmax), pad_id, dtype=torch.long)
-    keep = torch.zeros((len(completions), cmax), dtype=torch.bool)
-    for j, (lead, c) in enumerate(zip(leads, completions)):
-        inputs[j, :len(c)] = torch.tensor([lead] + c[:-1])
-        targets[j, :len(c)] = torch.tensor(c)
-        keep[j, :len(c)] = True
+    width = max(len(c) for c in completions) - 1
+    inputs = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    keep = torch.zeros((len(completions), width), dtype=torch.bool)
+    for j, c in enumerate(completions):
+        inputs[j, :len(c) - 1] = torch.tensor(c[:-1])
+        targets[j, :len(c) - 1] = torch.tensor(c[1:])
+        keep[j, :len(c) - 1] = True
     inputs, targets, keep = inputs.to(device), targets.to(device), keep.to(device)
     who = torch.tensor(owners, device=device)  # (b,)
     past = DynamicCache(ddp_cache_data=[(k[who], v[who]) for k, v in cache["kv"]])
-    mask = torch.cat([cache["mask"][who], keep.long()], dim=1)  # (b, W + cmax)
-    positions = cache["lengths"][who].unsqueeze(1) + torch.arange(cmax, device=device)  # (b, cmax)
+    mask = torch.cat([cache["mask"][who], keep.long()], dim=1)  # (b, W + width)
+    positions = cache["lengths"][who].unsqueeze(1) + torch.arange(width, device=device)  # (b, width)
     decoder = policy.base.get_decoder()
     hidden = decoder(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-                     **{_cache_kwarg(decoder): past}).last_hidden_state  # (b, cmax, d)
-    logits = policy.base.get_output_embeddings()(hidden[keep])  # (N, V)
-    logps = _row_sums(logits, targets[keep], keep)
-    return logps, (_pool(hidden, keep) if features else None)
+                     **{_cache_kwarg(decoder): past}).last_hidden_state  # (b, width, d)
+    logps = _row_sums(_token_logps(policy, hidden[keep], targets[keep]), keep)
+    hsum = (hidden.detach().float() * keep.unsqueeze(-1)).sum(1).cpu() if features else None
+    return logps, hsum
 
 
 def _cache_kwarg(decoder: Any) -> str:

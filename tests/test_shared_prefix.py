@@ -59,14 +59,14 @@ def both_paths(policy: Policy, rows: list[tuple[str, str, bool]], **kw: Any) -> 
     return out[0], out[1]
 
 
-def test_the_rule_picks_rows_that_repeat_a_prompt_of_two_tokens_or_more(tiny_policy: Policy) -> None:
+def test_the_rule_picks_rows_with_a_completion_that_repeat_a_prompt(tiny_policy: Policy) -> None:
     p_ids = tiny_policy.encode_prompts([r[0] for r in ROWS])
     c_ids = tiny_policy.encode_completions([r[1] for r in ROWS], [r[2] for r in ROWS])
-    assert len(p_ids[7]) == 1  # "" is the BOS alone: nothing to cache before its last token
-    # Not the empty completion (4), not the 1-token prompt (7, 8), not the prompt of its own (9).
-    assert logps.shared_prefix_rows(tiny_policy, p_ids, c_ids) == [0, 1, 2, 3, 5, 6]
+    assert len(p_ids[7]) == 1  # "" is the BOS alone: its one token is cached and predicts both completions
+    # Not the empty completion (4), not the prompt of its own (9).
+    assert logps.shared_prefix_rows(tiny_policy, p_ids, c_ids) == [0, 1, 2, 3, 5, 6, 7, 8]
     assert tiny_policy.shared_prefix is True
-    assert logps.shared_prefix_rows(tiny_policy, p_ids[7:], c_ids[7:]) == []  # every prompt unique or too short
+    assert logps.shared_prefix_rows(tiny_policy, p_ids[9:], c_ids[9:]) == []  # a prompt of its own
     tiny_policy.shared_prefix = False
     assert logps.shared_prefix_rows(tiny_policy, p_ids, c_ids) == []
 
@@ -113,7 +113,11 @@ def test_gradients_through_the_shared_cache_match_the_padded_ones(tiny_policy: P
         grads.append(torch.cat([q.grad.flatten() for q in tiny_policy.trainable_parameters()]))
     assert torch.allclose(values[0], values[1], atol=1e-4)
     assert grads[0].abs().max() > 0
-    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+    # Relative to the gradient's scale (|g| up to ≈ 170 with this adapter): entries that are sums
+    # of large terms that cancel keep float32 rounding of ≈ 1e-5 of the scale, whatever the path.
+    scale = float(grads[1].abs().max())
+    assert float((grads[0] - grads[1]).abs().max()) <= 1e-4 * scale
+    assert float((grads[0] - grads[1]).norm()) <= 1e-4 * float(grads[1].norm())
 
 
 def test_training_scores_every_row_padded(tiny_policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
