@@ -166,3 +166,45 @@ def test_a_sliding_window_model_keeps_the_padded_path(tiny_model: tuple[Any, Any
     c_ids = policy.encode_completions([r[1] for r in ROWS], [r[2] for r in ROWS])
     naive = torch.tensor([naive_logp(policy, p, c) for p, c in zip(p_ids, c_ids)])
     assert torch.allclose(got, naive, atol=1e-4)
+
+
+def test_length_batches_pad_least_for_the_overhead_and_keep_the_size_bound() -> None:
+    import itertools
+
+    assert logps.length_batches([9, 3, 9, 3], 4, overhead=2) == [[0, 2], [1, 3]]
+    assert logps.length_batches([9, 3, 9, 3], 4, overhead=100) == [[0, 2, 1, 3]]  # passes dear: one batch
+    assert logps.length_batches([], 4) == []
+    gen = torch.Generator().manual_seed(0)
+    for n, size, overhead in ((7, 3, 4), (8, 8, 1), (6, 2, 0)):
+        lengths = torch.randint(1, 12, (n,), generator=gen).tolist()
+        batches = logps.length_batches(lengths, size, overhead=overhead)
+        assert sorted(i for b in batches for i in b) == list(range(n)) and all(0 < len(b) <= size for b in batches)
+
+        def cost(bs: list[list[int]]) -> int:
+            return sum(len(b) * max(lengths[i] for i in b) + overhead for b in bs)
+
+        # Brute force over every split of the rows (sorted, longest first) into consecutive runs.
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        best = min(cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (n,))])
+                   for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+                   if all(b - a <= size for a, b in zip((0,) + cuts, cuts + (n,))))
+        assert cost(batches) == best
+
+
+def test_the_head_in_vocabulary_blocks_gives_the_full_log_softmax(tiny_policy: Policy,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(1)
+    head = tiny_policy.base.get_output_embeddings()
+    hidden = torch.randn(9, head.in_features, generator=gen)
+    targets = torch.randint(0, head.out_features, (9,), generator=gen)
+    want = torch.log_softmax(head(hidden).float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    monkeypatch.setattr(logps, "HEAD_COLUMNS", 7)  # many blocks, the last one short
+    assert head.out_features % 7
+    with torch.no_grad():
+        got = logps._token_logps(tiny_policy, hidden, targets)
+    assert torch.allclose(got, want, atol=1e-5)
+    with torch.enable_grad():  # with grad: one head matmul, differentiable
+        h = hidden.clone().requires_grad_()
+        out = logps._token_logps(tiny_policy, h, targets)
+        out.sum().backward()
+    assert torch.allclose(out.detach(), want, atol=1e-5) and h.grad is not None
