@@ -174,13 +174,14 @@ def _token_logps(policy: Policy, hidden: torch.Tensor, targets: torch.Tensor) ->
     head's weight goes `HEAD_COLUMNS` vocabulary rows at a time, and each block's log-sum-exp is
     taken while the block is still in the cache (one (N, V) matrix written out to memory and read
     back by log-sum-exp cost 28 % more, SmolLM2-135M, 320 rows, one thread); the target's logit
-    is its own dot product. With grad (or another head) the head runs once over all rows.
+    is its own dot product. With grad, for another head, or in half precision (where the target's
+    logit would be rounded differently from its block's) the head runs once over all rows.
     """
     import torch
     import torch.nn.functional as F
 
     head = policy.base.get_output_embeddings()
-    if torch.is_grad_enabled() or type(head) is not torch.nn.Linear:
+    if torch.is_grad_enabled() or type(head) is not torch.nn.Linear or head.weight.dtype != torch.float32:
         logits = head(hidden).float()  # (N, V); log-softmax in fp32 even for bf16
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     weight, bias = head.weight, head.bias  # (V, d), (V,) or None
