@@ -25,7 +25,6 @@ from apl_tui.chat import decode_messages, render_chat
 from apl_tui.config import GenerationConfig, LoraSettings, ModelConfig
 from apl_tui.errors import ModelError, StoreError
 from apl_tui.events import ModelLoaded, ProgressSink, ignore
-from apl_tui.lora_merge import MergedLora
 from apl_tui.models import default_target_modules, load_model, resolve_device
 
 if TYPE_CHECKING:
@@ -108,10 +107,6 @@ class Policy:
         self.shared_prefix: bool | None = None
         """Score the completions of one prompt on one prompt pass's key/value cache (`apl_tui.logps`).
         None: decide on first use; False: every row padded on its own (the bench compares the two)."""
-        self.merge_lora = True
-        """Score (no grad, adapter on) with the LoRA deltas merged into copies of the targeted
-        weights (`apl_tui.lora_merge`); False: through the LoRA layers (the bench compares the two)."""
-        self._merged = MergedLora()
         self._warned_long: set[str] = set()  # prompts already reported as cut: warn once each
 
     @classmethod
@@ -247,7 +242,6 @@ class Policy:
 
     def drop_adapter(self) -> None:
         """Remove the adapter: the policy becomes the reference again (base weights untouched)."""
-        self._merged.clear()
         if self.has_adapter:
             # unload() swaps the LoRA layers back for the original modules without merging.
             self.base = self.model.unload()
@@ -435,17 +429,8 @@ class Policy:
             return (torch.zeros(0), torch.zeros(0, 0)) if features else torch.zeros(0)
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
-        with self._adapter(adapter), (torch.enable_grad() if grad else torch.no_grad()), self._merge(adapter, grad):
+        with self._adapter(adapter), (torch.enable_grad() if grad else torch.no_grad()):
             return score(self, prompt_ids, completion_ids, grad=grad, batch_size=batch_size, features=features)
-
-    def _merge(self, adapter: bool, grad: bool) -> contextlib.AbstractContextManager[Any]:
-        """For no-grad scoring under the adapter: its LoRA layers merged (see `apl_tui.lora_merge`).
-
-        Never with grad (training needs the LoRA layers) nor for the reference (adapter off).
-        """
-        if grad or not adapter or not self.has_adapter or not self.merge_lora:
-            return contextlib.nullcontext()
-        return self._merged.swapped(self.model)
 
     def _use_packed_head(self) -> bool:
         """Whether the body + head split reproduces this model's logits (checked once, on a probe).

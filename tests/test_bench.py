@@ -90,7 +90,7 @@ def test_quick_families_give_the_stable_keys(model_cache: Path, tmp_path: Path) 
     assert not [k for k in results if k.endswith("_error")], results
     assert set(STABLE_KEYS) <= set(results)
     for key in ("scoring_speedup_vs_naive", "scoring_speedup_vs_batched", "scoring_seqs_per_s",
-                "scoring_speedup_vs_unshared", "scoring_speedup_vs_unmerged", "scoring_group_speedup_vs_naive", "scoring_group_speedup_vs_unshared",
+                "scoring_speedup_vs_unshared", "scoring_group_speedup_vs_naive", "scoring_group_speedup_vs_unshared",
                 "scoring_naive_tokens_per_s", "scoring_batched_seqs_per_s", "matmul_peak_gflops",
                 "scoring_peak_gflops", "scoring_peak_cpu_gflops", "scoring_fraction_of_peak",
                 "scoring_fraction_of_peak_cpu", "projection_scoring_speedup", "projection_train_speedup",
@@ -100,7 +100,6 @@ def test_quick_families_give_the_stable_keys(model_cache: Path, tmp_path: Path) 
     assert results["scoring_max_abs_diff_policy"] < 1e-3
     assert results["scoring_max_abs_diff_batched"] < 1e-3
     assert results["scoring_max_abs_diff_unshared"] < 1e-4
-    assert results["scoring_max_abs_diff_unmerged"] < 1e-4
     assert results["scoring_group_max_abs_diff_policy"] < 1e-3
     assert results["scoring_group_max_abs_diff_unshared"] < 1e-4
     assert results["projection_max_abs_diff"] < 3e-5

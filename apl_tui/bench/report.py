@@ -113,9 +113,6 @@ ROWS = (
     Row("scoring", "speedup vs unshared", "scoring_speedup_vs_unshared", "x",
         lambda r: "each prompt's pass shared by its 2 completions vs every row padded on its own; "
                   f"same log-probs to {_g(r, 'scoring_max_abs_diff_unshared', '.1e')}"),
-    Row("scoring", "speedup vs unmerged", "scoring_speedup_vs_unmerged", "x",
-        lambda r: "LoRA merged into copies of the weights it targets vs peft's LoRA layers; same log-probs to "
-                  f"{_g(r, 'scoring_max_abs_diff_unmerged', '.1e')}"),
     Row("scoring", "4 completions per prompt: vs naive", "scoring_group_speedup_vs_naive", "x",
         lambda r: f"{r.get('scoring_group_prompts', 'n/a')} prompts, {r.get('scoring_group_pairs', 'n/a')} pairs; "
                   f"vs unshared {_g(r, 'scoring_group_speedup_vs_unshared', 'x')}; same log-probs to "

@@ -33,7 +33,7 @@ FAMILIES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
 """Family name → measurement, in the order they run (`--only` picks a subset by these names)."""
 
 STABLE_KEYS = (
-    "scoring_speedup_vs_naive", "scoring_speedup_vs_batched", "scoring_speedup_vs_unshared", "scoring_speedup_vs_unmerged",
+    "scoring_speedup_vs_naive", "scoring_speedup_vs_batched", "scoring_speedup_vs_unshared",
     "scoring_group_speedup_vs_naive", "scoring_group_speedup_vs_unshared", "projection_scoring_speedup",
     "projection_train_speedup", "dpo_step_speedup_vs_trl", "dpo_step_speedup_vs_trl_precomputed",
     "scoring_fraction_of_peak", "scoring_fraction_of_peak_cpu", "train_fraction_of_peak", "train_fraction_of_peak_cpu",

@@ -4,13 +4,11 @@ Ours scores the whole pool with each prompt's body pass run once and its key/val
 by that prompt's completions (`apl_tui.logps`; the pass's last output predicts every completion's
 first token), batched by length with the least padding, computes logits only at completion
 positions (the head in vocabulary blocks, each block's log-sum-exp taken while it is in the
-cache), runs the LoRA adapter merged into copies of the weights it targets
-(`apl_tui.lora_merge`), and reads the reference log-probs from the store's cache (computed once,
-when the pair was generated). Its contenders:
+cache), and reads the reference log-probs from the store's cache (computed once, when the pair
+was generated). Its contenders:
 
 - unshared: ours with the prompt sharing switched off (`Policy.shared_prefix = False`): every
   (prompt, completion) row left-padded on its own, as before issue 17. The sharing alone.
-- unmerged: ours through peft's LoRA layers (`Policy.merge_lora = False`): the merge alone.
 - naive (paper-style): one forward pass per pair over [prompt + a; prompt + b], right-padded,
   full-vocabulary log-softmax at every position, and the reference recomputed every time (a
   second pass with the adapter disabled). Most of our lead over it is the cached reference.
@@ -129,17 +127,6 @@ def _time_unshared(policy: Policy, fn: Any) -> Any:
     return go
 
 
-def _time_unmerged(policy: Policy, fn: Any) -> Any:
-    """`fn` run through the LoRA layers (no merged copies), then back as it was."""
-    def go() -> None:
-        before, policy.merge_lora = policy.merge_lora, False
-        try:
-            fn()
-        finally:
-            policy.merge_lora = before
-    return go
-
-
 def _contenders(policy: Policy, cands: list[dict[str, Any]], prompt_ids: Any, a_ids: Any, b_ids: Any,
                 batch_size: int, results: dict[str, Any]) -> dict[str, Any]:
     """The three timed ways to score the same pairs; each stores its scores in `results`."""
@@ -180,17 +167,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 
     contenders = _contenders(policy, cands, prompt_ids, a_ids, b_ids, sizes.batch_size, results)
 
-    def unmerged() -> None:
-        results["unmerged"] = pair_logps(policy, cands, adapter=True, batch_size=sizes.batch_size)
-
     def batched() -> None:
         results["batched"] = batched_full_vocab_logps(policy, prompt_ids * 2, a_ids + b_ids,
                                                       batch_size=sizes.batch_size)
 
-    ctx.log(f"scoring: {len(pairs)} pairs, ours vs unshared vs unmerged vs naive vs batched full-vocabulary "
-            f"(+ matmul peak), {sizes.repeats} repeats")
+    ctx.log(f"scoring: {len(pairs)} pairs, ours vs unshared vs naive vs batched full-vocabulary (+ matmul peak), "
+            f"{sizes.repeats} repeats")
     cpu: dict[str, list[float]] = {}
-    times = interleave({**contenders, "unmerged": _time_unmerged(policy, unmerged), "batched": batched, "peak": probe}, warmup=sizes.warmup,
+    times = interleave({**contenders, "batched": batched, "peak": probe}, warmup=sizes.warmup,
                        repeats=sizes.repeats, sync=synchronizer(ctx.device), cpu=cpu)
     t = {name: Stat.of(v) for name, v in times.items()}
     c = {name: Stat.of(v) for name, v in cpu.items()}
@@ -211,9 +195,6 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "scoring_naive_seqs_per_s": n_seq / t["naive"].median,
         "scoring_naive_tokens_per_s": tokens / t["naive"].median,
         "scoring_batched_seqs_per_s": n_seq / t["batched"].median,
-        "scoring_unmerged_seqs_per_s": n_seq / t["unmerged"].median,
-        "scoring_speedup_vs_unmerged": t["unmerged"].median / t["ours"].median,
-        "scoring_max_abs_diff_unmerged": _max_diff(ours_flat, _flat(results["unmerged"])),
         "scoring_speedup_vs_naive": t["naive"].median / t["ours"].median,
         "scoring_speedup_vs_unshared": t["unshared"].median / t["ours"].median,
         "scoring_unshared_speedup_vs_naive": t["naive"].median / t["unshared"].median,
@@ -232,7 +213,6 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "scoring_unshared_time_s": t["unshared"].to_dict(),
         "scoring_naive_time_s": t["naive"].to_dict(),
         "scoring_batched_time_s": t["batched"].to_dict(),
-        "scoring_unmerged_time_s": t["unmerged"].to_dict(),
         "scoring_peak_time_s": t["peak"].to_dict(),
         **_groups(ctx),
     }
