@@ -180,7 +180,7 @@ def test_length_batches_pad_least_for_the_overhead_and_keep_the_size_bound() -> 
         batches = logps.length_batches(lengths, size, overhead=overhead)
         assert sorted(i for b in batches for i in b) == list(range(n)) and all(0 < len(b) <= size for b in batches)
 
-        def cost(bs: list[list[int]]) -> int:
+        def cost(bs: list[list[int]], lengths: list[int] = lengths, overhead: int = overhead) -> int:
             return sum(len(b) * max(lengths[i] for i in b) + overhead for b in bs)
 
         # Brute force over every split of the rows (sorted, longest first) into consecutive runs.
