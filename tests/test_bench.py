@@ -102,7 +102,9 @@ def test_quick_families_give_the_stable_keys(model_cache: Path, tmp_path: Path) 
     assert results["scoring_max_abs_diff_unshared"] < 1e-4
     assert results["scoring_group_max_abs_diff_policy"] < 1e-3
     assert results["scoring_group_max_abs_diff_unshared"] < 1e-4
-    assert results["projection_max_abs_diff"] < 3e-5
+    # Sums ≈ −250 in float32 (one ulp 3.05e-5): the packed path's vocabulary-blocked log-sum-exp
+    # rounds differently from the sliced head's, by an ulp or two.
+    assert results["projection_max_abs_diff"] < 1e-4
     assert results["entropy_max_abs_diff"] < 1e-3
     assert results["tui_first_frame_imports_torch"] is False
     assert results["store_next_pair_ms_1m"] is None  # not measured at these sizes, but present
