@@ -233,6 +233,10 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
                 tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
             logger.info("migrated %s to schema v%d (%s)", self.db_path, version, name)
 
+    def set_threads(self, n: int) -> None:
+        """How many threads DuckDB may use for this store's queries (a setting of this process only)."""
+        self.cursor().execute(f"SET threads = {int(n):d}")
+
     def schema_version(self) -> int:
         return int(self.cursor().execute("SELECT max(version) FROM schema_migrations").fetchone()[0])
 

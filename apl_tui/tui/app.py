@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -121,6 +122,9 @@ class LabelApp(App[None]):
         # The learner holds the GIL between torch kernels; a labeler's key press should not wait
         # out CPython's default 5 ms switch interval several times per frame.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        # DuckDB's background work here (snapshots, the desk's picks) otherwise takes every core:
+        # a snapshot overlapping a key raised key → frame p99 from 10 to 16 ms (100k labels, 2 cores).
+        self.store.set_threads(max(1, (os.cpu_count() or 2) - 1))
         screen = LabelScreen(self.desk, reveal=self.config.loop.reveal)
         # The first frame already knows a worker is coming (it starts right after that frame).
         screen.worker_running = self.learner is not None
