@@ -47,6 +47,7 @@ class CountersMixin:
 
     cursor: Callable[[], Any]
     transaction: Callable[[], Any]
+    _local: Any
     label_writes = 0
     """Label and impression writes this process made through the store (in memory, any thread): a pick
     made ahead is stale if it changed since (`LabelDesk`), with no query to find out."""
@@ -70,7 +71,7 @@ class CountersMixin:
             self._recount(cur)
 
     def _recount(self, cur: Any) -> None:
-        self.label_writes += 1
+        self._local.label_write = True
         cur.execute("DELETE FROM loop_counters")
         cur.execute(f"INSERT INTO loop_counters {COUNTERS_SELECT}")
 
@@ -89,8 +90,8 @@ class CountersMixin:
         changes = {k: int(v) for k, v in changes.items() if v or k.startswith(SET_PREFIX)}
         if not changes:
             return
-        if "label_events" in changes or "impressions" in changes:
-            self.label_writes += 1
+        if set(changes) - {"pool"}:  # a label, an undo or an impression (not new candidates)
+            self._local.label_write = True  # counted once committed (`Store.transaction`)
         sets = {k: v for k, v in changes.items() if k.startswith(SET_PREFIX)}
         adds = {k: v for k, v in changes.items() if k not in sets}
         expr = "value"

@@ -292,11 +292,14 @@ class LabelDesk:
             self.store.journal.applied()
 
     def settle(self) -> None:
-        """Wait until every journaled label is in DuckDB; call before reading the store (never on the desk's thread)."""
+        """Wait until every journaled label is in DuckDB (on the desk's own thread: write them now)."""
         if not self._journaled:  # emptied only after each line's commit, so empty means written
             return
         try:
-            self._thread().submit(self._apply_journaled).result()
+            if getattr(self._local, "desk_thread", False):  # a status read there: never wait on itself
+                self._apply_journaled()
+            else:
+                self._thread().submit(self._apply_journaled).result()
         except Exception as e:  # noqa: BLE001 — any failure is reported the same way; the line is kept
             raise StoreError(f"a saved label could not be written to the database: {str(e).splitlines()[0]}",
                              hint="it stays in labels.journal and is applied when the store is next opened") from e

@@ -51,9 +51,8 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             entry = json.loads(line)
-            if entry.get("v") != VERSION or "label" not in entry:
-                raise ValueError(f"not a version-{VERSION} label line")
-        except (ValueError, AttributeError) as e:
+            _check_line(entry)
+        except (ValueError, AttributeError, TypeError) as e:
             raise StoreError(f"{path} line {number} is damaged ({e})",
                              hint="it holds labels not yet in the database; move the file aside to open "
                                   "the store without them") from e
@@ -61,12 +60,30 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+_LABEL_KEYS = ("id", "candidate_id", "outcome", "source")
+_SHOW_KEYS = ("id", "left", "control", "source", "shown")
+
+
+def _check_line(entry: Any) -> None:
+    """Raise ValueError unless `entry` has what `apply_journaled` reads."""
+    if not isinstance(entry, dict) or entry.get("v") != VERSION:
+        raise ValueError(f"not a version-{VERSION} label line")
+    label, show = entry.get("label"), entry.get("show")
+    if not isinstance(label, dict) or any(k not in label for k in _LABEL_KEYS):
+        raise ValueError("its label lacks " + ", ".join(_LABEL_KEYS))
+    if show is not None and (not isinstance(show, dict) or any(k not in show for k in _SHOW_KEYS)):
+        raise ValueError("its shown pair lacks " + ", ".join(_SHOW_KEYS))
+
+
 class LabelJournal:
     """The append side of the journal: one writer (the UI thread), emptied by the applier when caught up."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        created = not self.path.exists()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if created:  # the new file's name must survive a power cut too, not only its lines
+            _fsync_folder(self.path.parent)
         self._lock = threading.Lock()
         self._unapplied = 0
 
@@ -74,12 +91,17 @@ class LabelJournal:
         """Write one line and fsync it: when this returns, the label survives a crash."""
         line = (json.dumps({"v": VERSION, **entry}, separators=(",", ":")) + "\n").encode()
         with self._lock:
+            size = os.fstat(self._fd).st_size
             try:
                 written = os.write(self._fd, line)
                 if written != len(line):
                     raise OSError(f"short write ({written} of {len(line)} bytes)")
                 os.fsync(self._fd)
             except OSError as e:
+                try:  # "not saved" must hold: no fragment for the next line to be glued to, nothing to replay
+                    os.ftruncate(self._fd, size)
+                except OSError:
+                    logger.warning("could not cut %s back after a failed write", self.path)
                 raise StoreError(f"cannot write {self.path.name}: {e}",
                                  hint="is the disk full or read-only? the label was not saved") from e
             self._unapplied += 1
@@ -108,6 +130,19 @@ class LabelJournal:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without folder handles (Windows): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class JournalMixin:
@@ -142,6 +177,20 @@ class JournalMixin:
         row = self.cursor().execute("SELECT nextval('label_ids'), nextval('impression_ids')").fetchone()
         return int(row[0]), int(row[1])
 
+    def _sequences_past_ids(self) -> None:
+        """Move the id sequences past every label and impression id in the tables.
+
+        Journaled rows are inserted with ids taken ahead (`allocate_ids`), and DuckDB does not
+        always keep a sequence's advance across a crash (nor, once seen, a close): without this the
+        next id would be one already used.
+        """
+        cur = self.cursor()
+        for table, sequence in (("labels", "label_ids"), ("impressions", "impression_ids")):
+            top = int(cur.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
+            after = int(cur.execute(f"SELECT nextval('{sequence}')").fetchone()[0])
+            if after <= top:
+                cur.execute(f"SELECT max(nextval('{sequence}')) FROM range(?)", [top - after])
+
     def apply_journaled(self, entry: dict[str, Any]) -> bool:
         """Write one journal line's label (and impression) in one transaction; False if it was already there."""
         label, show = entry["label"], entry.get("show")
@@ -172,7 +221,16 @@ class JournalMixin:
                 logger.warning("%s holds %d label(s) not yet in the database; open the store read-write once "
                                "(e.g. `apl stats`) to apply them", path, len(entries))
             return 0
-        applied = sum(self.apply_journaled(e) for e in entries)
+        applied = 0
+        for number, entry in enumerate(entries, 1):
+            try:
+                applied += self.apply_journaled(entry)
+            except Exception as e:  # noqa: BLE001 — any failure: the line stays, the store is not opened
+                raise StoreError(f"{path} line {number} cannot be written to the database: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                                 hint="it holds a saved label; move the file aside to open the store without "
+                                      "it") from e
+        self._sequences_past_ids()
         if path.exists() and path.stat().st_size:
             with open(path, "r+b") as f:
                 f.truncate(0)

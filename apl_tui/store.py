@@ -86,8 +86,12 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
         """Set by a label desk with journaled labels not yet in DuckDB: waits until they are (`cursor`)."""
         self.snapshot_lock = threading.Lock()
         """Held while a snapshot is written (the app writes from a thread, and once more on quit)."""
-        self._migrate()
-        self.replay_journal()  # labels a crash left in the journal reach the database before anything reads it
+        try:
+            self._migrate()
+            self.replay_journal()  # labels a crash left in the journal reach the database before anything reads it
+        except BaseException:
+            self._con.close()  # not left open (and locked) behind a store that failed to open
+            raise
         if not read_only:
             # This process owns the file read-write, so no other process is saving an adapter.
             removed = remove_leftovers(self.root / "adapters")
@@ -201,7 +205,10 @@ class Store(QueueMixin, ImportMixin, EvalItemsMixin, ProbeMixin, EvalStoreMixin,
             raise
         finally:
             self._local.in_transaction = False
+            wrote_labels, self._local.label_write = getattr(self._local, "label_write", False), False
         cur.execute("COMMIT")
+        if wrote_labels:  # after the commit: a pick made before it must not look current
+            self.label_writes += 1
 
     def _migrate(self) -> None:
         cur = self.cursor()

@@ -41,6 +41,8 @@ async def caught_up(pilot: Any) -> None:
         if not screen.after_frame_due:
             break
         await pilot.pause(0.01)
+    else:
+        raise AssertionError("the screen never started the desk's work after its last pair")
     wait_idle = getattr(pilot.app.desk, "wait_idle", None)
     if wait_idle is not None:
         wait_idle()

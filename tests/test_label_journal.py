@@ -92,8 +92,18 @@ def test_a_label_journaled_at_the_key_survives_a_crash(tmp_path: Path) -> None:
         assert store.query("SELECT candidate_id FROM impressions WHERE id = ?", [impression])[1] == [(following,)]
         assert store.counters() == store.recounted()
         assert (tmp_path / JOURNAL_NAME).stat().st_size == 0
-        again = LabelDesk(store).next_pair()  # the pair on screen at the crash is served again
+        desk = LabelDesk(store)
+        again = desk.next_pair()  # the pair on screen at the crash is served again
         assert again is not None and (again.candidate_id, again.impression_id) == (following, impression)
+        for outcome in ("a", "tie"):  # new ids must not be ones the journal already used
+            desk.read_ahead()
+            again = desk.label_and_next(again, outcome)
+        desk.settle()
+        assert [o for (o,) in store.query("SELECT outcome FROM labels ORDER BY id")[1]] == ["b", "a", "tie"]
+        ids = [i for (i,) in store.query("SELECT id FROM impressions")[1]]
+        assert len(ids) == len(set(ids)) == 4 and desk.read_ahead_used == 2
+        assert desk.undo() is not None and store.counters() == store.recounted()
+        desk.close()
     finally:
         store.close()
 
@@ -121,6 +131,33 @@ def test_applying_a_line_twice_writes_it_once(ready, tmp_path: Path) -> None:
     before = store.counters()
     assert store.apply_journaled(entry) is False  # a crash between DuckDB's commit and the emptying
     assert store.counters() == before == store.recounted()
+    assert store.query("SELECT count(*) FROM labels")[1] == [(1,)]
+
+
+def test_a_line_that_cannot_be_applied_is_one_line_and_leaves_the_store_closed(tmp_path: Path) -> None:
+    _store(tmp_path).close()
+    journal = tmp_path / JOURNAL_NAME
+    journal.write_text('{"v":1,"label":{"id":5}}\n')  # parses, but not what a key writes
+    with pytest.raises(StoreError) as e:
+        Store(tmp_path)
+    assert "line 1 is damaged" in e.value.message and "lacks" in e.value.message
+    line = {"v": 1, "label": {"id": 1, "candidate_id": 1, "outcome": "zzz", "source": "human", "shown_left": "a",
+                              "latency_ms": None, "impression_id": None, "control": False, "rationale": None,
+                              "probe": False}}
+    journal.write_text(json.dumps(line) + "\n")  # an outcome the schema refuses
+    with pytest.raises(StoreError) as e:
+        Store(tmp_path)
+    assert "line 1 cannot be written to the database" in e.value.message and "move the file aside" in e.value.hint
+    journal.unlink()
+    Store(tmp_path).close()  # the failed opens left nothing open or locked
+
+
+def test_settling_on_the_desks_own_thread_writes_instead_of_waiting_on_itself(ready) -> None:
+    store, desk, shown = ready
+    with _desk_busy(desk):
+        desk.label_and_next(shown, "a")
+        on_desk = desk._thread().submit(desk.settle)  # a status read there, a key landing just before
+    on_desk.result(timeout=60)
     assert store.query("SELECT count(*) FROM labels")[1] == [(1,)]
 
 
@@ -158,15 +195,18 @@ def test_a_failed_write_to_duckdb_keeps_the_line_until_it_succeeds(ready, tmp_pa
 
 def test_a_journal_that_cannot_be_written_saves_nothing(ready, monkeypatch) -> None:
     store, desk, shown = ready
+    journal = store.journal
 
-    def full(fd, data):
+    def full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("apl_tui.label_journal.os.write", full)
+    monkeypatch.setattr(journal, "_fd", journal._fd)
+    monkeypatch.setattr("apl_tui.label_journal.os.fsync", full)  # the line was written, its fsync fails
     with pytest.raises(StoreError) as e:
         desk.label_and_next(shown, "a")
     assert "No space left" in e.value.message and "not saved" in e.value.hint
     monkeypatch.undo()
+    assert journal.path.stat().st_size == 0  # cut back: nothing to replay, nothing to glue a line to
     assert desk.labels_this_session == 0
     assert store.query("SELECT count(*) FROM labels")[1] == [(0,)]
     assert desk.next_pair().candidate_id == shown.candidate_id  # the same pair, still to label

@@ -26,9 +26,9 @@ NARROW_WIDTH = 100
 """Below this many columns the completions stack vertically instead of side by side."""
 
 SCROLL_LINES = 3
+"""Lines that j/k scroll both completions by."""
 AFTER_FRAME_S = 0.025
 """How long after a pair is put on screen the status and the next pick start: past its frame (p99 ≈ 15 ms)."""
-"""Lines that j/k scroll both completions by."""
 
 VERDICT_OUTCOMES = {"tie": "tie", "both_bad": "both_bad", "skip": "skip"}
 """Verdicts that do not depend on which side is which."""
