@@ -76,7 +76,8 @@ class LabelDesk:
     rescore (`forget_read_ahead`) drops it, and a label or impression written through the store
     by anyone else since (`Store.label_writes`, counted in memory) sends the key the usual way.
     Picks are the same as without read-ahead unless the worker rescored meanwhile (the app reads
-    ahead again when it does).
+    ahead again when it does); the impression then records the prediction the pair was picked and
+    shown with (its `scored_by` says which adapter made it).
     """
 
     def __init__(self, store: Store, config: AplConfig | None = None) -> None:

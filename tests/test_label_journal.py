@@ -111,12 +111,23 @@ def test_a_label_journaled_at_the_key_survives_a_crash(tmp_path: Path) -> None:
 def test_readers_on_other_threads_wait_for_journaled_labels(ready) -> None:
     store, desk, shown = ready
     seen: list[int] = []
+    waiting = threading.Event()
+    wait_for_desk = store.before_read
+    assert wait_for_desk is not None
+
+    def spied() -> None:
+        if threading.current_thread() is reader:
+            waiting.set()
+        wait_for_desk()
+
+    store.before_read = spied
     with _desk_busy(desk):
         desk.label_and_next(shown, "a")
         reader = threading.Thread(target=lambda: seen.append(store.query("SELECT count(*) FROM labels")[1][0][0]))
         reader.start()
+        assert waiting.wait(30)  # the reader asked the desk first
         reader.join(0.3)
-        assert reader.is_alive() and not seen  # the reader waits for the write, not reads around it
+        assert reader.is_alive() and not seen  # and waits for the write, not reads around it
     reader.join(30)
     assert seen == [1]
 
