@@ -238,3 +238,36 @@ print("HEAVY", heavy)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+class _StatusFails(LabelDesk):
+    """A desk whose status read fails on its own thread (a database error while labeling)."""
+
+    fail = False
+
+    def _status_now(self):  # type: ignore[override]
+        if self.fail:
+            raise AplError("database is locked by a backup", hint="try again")
+        return super()._status_now()
+
+
+async def test_a_status_read_failing_on_the_desks_thread_is_a_notice_and_labeling_goes_on(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    desk = _StatusFails(store)
+    app = LabelApp(desk)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("1")
+        await caught_up(pilot)
+        assert "1 label / 1 now" in text(app, "#status")
+        desk.fail = True
+        await pilot.press("2")
+        await caught_up(pilot)
+        assert any("database is locked by a backup" in str(n.message) for n in app._notifications)
+        assert "1 label / 1 now" in text(app, "#status")  # the last counts stay up
+        desk.fail = False
+        await pilot.press("1")
+        await caught_up(pilot)
+        assert "3 labels / 3 now" in text(app, "#status")
+        await pilot.press("q")
+    assert store.query("select count(*) from labels")[1][0][0] == 3
+    store.close()
