@@ -17,7 +17,7 @@ from typing import Any
 
 from apl_tui.acquisition import choose_left
 from apl_tui.config import AplConfig
-from apl_tui.errors import AplError, StoreError
+from apl_tui.errors import AplError, StoreError, first_line
 from apl_tui.events import LabelRecorded, ProgressSink, ignore
 from apl_tui.records import OUTCOMES, ShownPair
 from apl_tui.store import Store, shown_pair
@@ -162,7 +162,7 @@ class LabelDesk:
         if shown is None:
             return None
         left = "b" if old_left == "a" else "a"  # swapped: a consistent answer is the same a/b verdict
-        return {"shown": shown, "left": left, "control": False, "impressions": shown_count, "probe_of": label_id}
+        return {"shown": shown, "left": left, "control": False, "probe_of": label_id}
 
     def _show_probe(self, pick: dict[str, Any], source: str) -> ShownPair:
         imp = self.store.record_impression(pick["shown"], left=pick["left"], control=False, source=source)
@@ -214,7 +214,7 @@ class LabelDesk:
         if shown is None:
             return None
         left = choose_left(self.config.loop.seed, int(shown["candidate_id"]), shown_count)
-        return {"shown": shown, "left": left, "control": control, "impressions": shown_count}
+        return {"shown": shown, "left": left, "control": control}
 
     def read_ahead(self) -> None:
         """Start picking the pair after the one on screen, on the desk's own thread (returns at once)."""
@@ -302,7 +302,7 @@ class LabelDesk:
             else:
                 self._thread().submit(self._apply_journaled).result()
         except Exception as e:  # noqa: BLE001 — any failure is reported the same way; the line is kept
-            raise StoreError(f"a saved label could not be written to the database: {str(e).splitlines()[0]}",
+            raise StoreError(f"a saved label could not be written to the database: {first_line(e)}",
                              hint="it stays in labels.journal and is applied when the store is next opened") from e
 
     def record_label(self, shown: ShownPair, outcome: str, *, source: str = "human",
@@ -360,11 +360,7 @@ class LabelDesk:
             done: Future[DeskStatus] = Future()
             done.cancel()
             return done
-        return self._thread().submit(self._status_now)
-
-    def _status_now(self) -> DeskStatus:
-        self._apply_journaled()
-        return self.status()
+        return self._thread().submit(self.status)
 
     def status(self) -> DeskStatus:
         """Counts for a status line (one small query, once the journaled labels are written)."""

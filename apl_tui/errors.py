@@ -9,6 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's first line for a one-line message (its type's name when it says nothing).
+
+    >>> first_line(ValueError("  bad value  ")), first_line(TimeoutError())
+    ('bad value', 'TimeoutError')
+    """
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class AplError(Exception):
     """An error the user can act on: a one-line message and a hint."""
 

@@ -71,7 +71,7 @@ class ProbeMixin:
         return None if row is None else (int(row[0]), int(row[1]), row[2])
 
     def probe_still_stands(self, label_id: int, candidate_id: int) -> bool:
-        """Whether a target picked ahead is still its pair's effective label (an index lookup)."""
+        """Whether a label is still its pair's effective label (an index lookup)."""
         live = effective_of(self._candidate_events(self.cursor(), candidate_id))
         return live is not None and live[0] == label_id
 

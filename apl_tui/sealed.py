@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from apl_tui.errors import AplError, StoreError, StoreLockedError
+from apl_tui.errors import AplError, StoreError, StoreLockedError, first_line
 
 TABLES = ("prompts", "candidates", "scores", "labels", "impressions", "adapters", "train_metrics", "evals",
           "adapter_retirements", "eval_pairs", "eval_judgments")
@@ -55,11 +55,6 @@ _EXPLAIN = re.compile(rf"^{_GAP}EXPLAIN\b{_GAP}(?:ANALYZE\b|\([^()]*\))?(?P<inne
 TABLES_HINT = ("tables: prompts, candidates, scores, labels, impressions, adapters, adapter_retirements, "
                "train_metrics, evals, eval_pairs, eval_judgments; "
                "views: preferences, effective_labels")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _connect() -> Any:
@@ -101,7 +96,7 @@ def open_live(db_path: Path) -> Any:
         if is_lock_error(e) or "already attached" in text or "Unique file handle conflict" in text:
             raise StoreLockedError(f"{db_path} is in use by another apl process",
                                    hint="read-only commands use its snapshot; otherwise close the other app") from e
-        raise StoreError(f"cannot open {db_path}: {_first_line(e)}", hint="is this an apl store folder?") from e
+        raise StoreError(f"cannot open {db_path}: {first_line(e)}", hint="is this an apl store folder?") from e
     try:
         current = con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0] or 0
     except duckdb.Error as e:
@@ -139,7 +134,7 @@ def open_snapshot(snapshot_dir: Path) -> tuple[Any, float]:
         raise StoreLockedError(f"{snap.parent} is in use by another apl process and has no snapshot yet",
                                hint="wait for the app to write one, or close it") from e
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"snapshot in {snap} is unreadable: {_first_line(e)}",
+        raise StoreError(f"snapshot in {snap} is unreadable: {first_line(e)}",
                          hint="let the running app write a fresh one") from e
     con = _seal(_connect())
     try:
@@ -149,7 +144,7 @@ def open_snapshot(snapshot_dir: Path) -> tuple[Any, float]:
             con.execute(sql)
     except (duckdb.Error, pa.ArrowException, OSError) as e:
         con.close()
-        raise StoreError(f"snapshot in {snap} is unreadable: {_first_line(e)}",
+        raise StoreError(f"snapshot in {snap} is unreadable: {first_line(e)}",
                          hint="let the running app write a fresh one") from e
     return con, written_at
 
@@ -190,7 +185,7 @@ def check_statement(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as e:
-        raise AplError(f"SQL error: {_first_line(e)}", hint="check the query's syntax") from e
+        raise AplError(f"SQL error: {first_line(e)}", hint="check the query's syntax") from e
     if not statements:
         raise AplError("no SQL statement given", hint='e.g. select count(*) from labels')
     if len(statements) > 1:
@@ -218,17 +213,17 @@ def run_query(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         columns = [d[0] for d in cur.description] if cur.description else []
         rows = cur.fetchall() if columns else []
     except duckdb.PermissionException as e:
-        raise AplError(f"refused: {_first_line(e)}",
+        raise AplError(f"refused: {first_line(e)}",
                        hint="the console reads the store's tables only: no files, settings or extensions") from e
     except duckdb.Error as e:
-        text = _first_line(e)
+        text = first_line(e)
         # Writes refused by the attached file, the locked settings, or the snapshot's views.
         if any(m in text for m in ("read-only mode", "configuration has been locked", "Can only delete from base",
                                    "Can only update base", "is not an table", "is not a table")):
             raise AplError(f"read-only: {text}", hint="the console cannot change the store or its settings") from e
         raise AplError(f"SQL error: {text}", hint=TABLES_HINT) from e
     except (OSError, ValueError) as e:  # pyarrow reading a snapshot that was swapped underneath
-        raise AplError(f"the snapshot changed while reading it: {_first_line(e)}", hint="run the query again") from e
+        raise AplError(f"the snapshot changed while reading it: {first_line(e)}", hint="run the query again") from e
     return columns, rows
 
 

@@ -245,10 +245,10 @@ class _StatusFails(LabelDesk):
 
     fail = False
 
-    def _status_now(self):  # type: ignore[override]
+    def status(self):  # type: ignore[override]
         if self.fail:
             raise AplError("database is locked by a backup", hint="try again")
-        return super()._status_now()
+        return super().status()
 
 
 async def test_a_status_read_failing_on_the_desks_thread_is_a_notice_and_labeling_goes_on(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 
-from apl_tui.errors import AplError
+from apl_tui.errors import AplError, first_line
 
 MAX_ROWS = 1000
 """Rows shown at most; a count says when more matched."""
@@ -94,7 +94,7 @@ class SqlScreen(Screen[None]):
         try:
             write_snapshot(self.store)
         except (OSError, AplError) as e:
-            self._not_written(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self._not_written(first_line(e))
 
     def _check_snapshot(self) -> None:
         """Poll tick: once the fresh snapshot's write has ended, say how and run a waiting query."""
